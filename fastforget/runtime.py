@@ -1,0 +1,133 @@
+"""Devices, seeds, mixed precision, timing and memory: the facts every result file records."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastforget import __version__
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    return default_device() if device in (None, "", "auto") else torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """bf16 where the device does it well (CPU, Ampere+), else fp16 (which then needs a grad scaler)."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+@contextmanager
+def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
+    with torch.autocast(device.type, dtype=amp_dtype(device), enabled=enabled):
+        yield
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def progress_enabled() -> bool:
+    return os.environ.get("FASTFORGET_PROGRESS", "1") != "0"
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Measurement:
+    wall_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    memory_kind: str = ""
+
+
+@contextmanager
+def measure(device: torch.device) -> Iterator[Measurement]:
+    """Wall time (device synchronised) and peak memory of the block.
+
+    On CUDA: peak allocated bytes. On CPU: peak resident-set growth over the block, sampled every 5 ms, since
+    PyTorch's CPU allocator keeps no statistics.
+    """
+    result = Measurement()
+    synchronize(device)
+    stop = threading.Event()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        result.memory_kind = "cuda peak allocated above start"
+    else:
+        base = peak = _rss_bytes()
+        result.memory_kind = "cpu peak RSS growth (sampled)"
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.wait(0.005):
+                peak = max(peak, _rss_bytes())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+    start = time.perf_counter()
+    try:
+        yield result
+    finally:
+        synchronize(device)
+        result.wall_seconds = time.perf_counter() - start
+        if device.type == "cuda":
+            result.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device) - base)
+        else:
+            stop.set()
+            sampler.join()
+            result.peak_memory_bytes = int(max(peak, _rss_bytes()) - base)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def environment(device: torch.device | None = None) -> dict:
+    """Versions and hardware, recorded in every sidecar and result file."""
+    device = device or default_device()
+    info = {
+        "fastforget": __version__,
+        "git_commit": _git_commit(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "cpu_count": os.cpu_count(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up everything fastforget needs on a fresh Debian/Ubuntu machine (run as root for the apt step):
+# the system libraries FFCV links against, a virtual environment in .venv, and the package with its test and FFCV
+# extras at the versions pinned in constraints.txt. Safe to run again: it only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(pkg-config libturbojpeg0-dev libopencv-dev)
+if command -v apt-get >/dev/null 2>&1; then
+    if ! dpkg -s "${APT_PACKAGES[@]}" >/dev/null 2>&1; then
+        if [ "$(id -u)" -eq 0 ]; then
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT_PACKAGES[@]}" >/dev/null
+        else
+            sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT_PACKAGES[@]}"
+        fi
+    fi
+    EXTRAS="test,ffcv"
+else
+    echo "setup: no apt-get here; FFCV is skipped (install pkg-config, libturbojpeg and OpenCV headers by hand," \
+         "then: .venv/bin/pip install -c constraints.txt -e '.[ffcv]'). The in-memory loader works without it." >&2
+    EXTRAS="test"
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+# numpy and the build tools first: FFCV's setup.py imports them while building.
+.venv/bin/python -m pip install -q -c constraints.txt numpy setuptools wheel
+.venv/bin/python -m pip install -q -c constraints.txt --no-build-isolation -e ".[${EXTRAS}]"
+echo "setup: done (.venv ready; extras: ${EXTRAS})"
