@@ -1,0 +1,142 @@
+"""The Python API behind every command: what `fastforget train|unlearn|eval|bench` do, callable from a notebook."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastforget.checkpoint import load_checkpoint, save_checkpoint
+from fastforget.config import Config, load_config
+from fastforget.data import load_dataset, resolve_classes
+from fastforget.data.sources import cache_dir
+from fastforget.errors import ConfigError
+from fastforget.evaluate import BASIC_METRICS, EvalOptions, model_outputs, rmia_for_model, ulira_for_method, write_plots
+from fastforget.evaluate import evaluate as compute_metrics
+from fastforget.io import write_json
+from fastforget.runtime import environment, resolve_device
+from fastforget.train import TrainedModel, accuracy, predict_logits, train_model
+from fastforget.unlearn import UnlearnContext, UnlearnResult, run_method
+
+
+def train(config: str | Path | None = None, *, exclude: Sequence[str | int] = (), seed: int | None = None,
+          epochs: int | None = None, out: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainedModel:
+    """Train an original model, or with `exclude` the retrained gold standard; write it to `out` if given."""
+    return train_model(load_config(config, overrides), exclude=exclude, seed=seed, epochs=epochs, out_dir=out)
+
+
+def config_for_checkpoint(meta: dict, config: str | Path | None, overrides: Sequence[str] = ()) -> Config:
+    """The config a checkpoint was trained with, or the one given, which must be for the same data set."""
+    if config is None:
+        return load_config(None, overrides, base=meta.get("config"))
+    cfg = load_config(config, overrides)
+    if cfg.data["name"] != meta["dataset"]:
+        raise ConfigError(f"config {config} is for data set {cfg.data['name']!r} but the checkpoint was trained on "
+                          f"{meta['dataset']!r}; pass a config for {meta['dataset']!r} or leave --config out")
+    return cfg
+
+
+def unlearn(method: str, checkpoint: str | Path, forget: Sequence[str | int] = (), *,
+            config: str | Path | None = None, overrides: Sequence[str] = (),
+            hyperparameters: Mapping[str, Any] | None = None, out: str | Path | None = None,
+            seed: int | None = None) -> tuple[UnlearnResult, dict]:
+    """Unlearn `forget` from the model at `checkpoint` with `method`; returns the result and the new sidecar."""
+    original, meta = load_checkpoint(checkpoint)
+    cfg = config_for_checkpoint(meta, config, overrides)
+    device = resolve_device(cfg.train.device)
+    dataset = load_dataset(meta["dataset"], cfg.data.get("root") or None)
+    if dataset.classes != meta["classes"]:
+        raise ConfigError(f"checkpoint {checkpoint} lists classes {meta['classes'][:5]}... but data set "
+                          f"{dataset.name!r} has {dataset.classes[:5]}...: it was trained on other data")
+    forget_ids = resolve_classes(list(forget) or meta.get("forget", []), dataset.classes)
+    if not forget_ids:
+        raise ConfigError("name the classes to forget (--forget CLASS ...)")
+    seed = meta.get("seed", 0) if seed is None else seed
+    ctx = UnlearnContext(original=original, meta=meta, dataset=dataset, forget=forget_ids, cfg=cfg, device=device,
+                         seed=seed)
+    result = run_method(method, ctx, hyperparameters)
+    logits = predict_logits(result.model, dataset.test_images, dataset)
+    is_forget = torch.isin(dataset.test_labels, torch.tensor(forget_ids))
+    new_meta = {
+        **{k: v for k, v in meta.items() if k not in ("wrappers",)},
+        "method": method,
+        "forget": forget_ids,
+        "forget_names": [dataset.classes[i] for i in forget_ids],
+        "hyperparameters": result.hyperparameters,
+        "wall_seconds": result.wall_seconds,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "peak_memory_kind": result.memory_kind,
+        "original_checkpoint": str(checkpoint),
+        "original_test_accuracy": meta.get("test_accuracy"),
+        "acc_r_test": accuracy(logits[~is_forget], dataset.test_labels[~is_forget]),
+        "acc_f_test": accuracy(logits[is_forget], dataset.test_labels[is_forget]),
+        "seed": seed,
+        "config": cfg.raw,
+        "versions": environment(device),
+    }
+    if out is not None:
+        save_checkpoint(out, result.model, new_meta)
+    return result, new_meta
+
+
+def _load_related(path: str | Path, meta: dict, role: str):
+    model, other = load_checkpoint(path)
+    if other["dataset"] != meta["dataset"] or other["classes"] != meta["classes"]:
+        raise ConfigError(f"the {role} model {path} was trained on {other['dataset']!r}, not on {meta['dataset']!r} "
+                          "like the model under evaluation")
+    return model, other
+
+
+def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), original: str | Path | None = None,
+             retrained: Sequence[str | Path] = (), metrics: Sequence[str] | None = None,
+             nearest: str | int | None = None,
+             json_path: str | Path | None = None, plots_dir: str | Path | None = None,
+             options: dict[str, Any] | None = None, config: str | Path | None = None) -> dict:
+    """Evaluate one checkpoint; metrics needing a model that was not given are skipped with the reason."""
+    model, meta = load_checkpoint(checkpoint)
+    cfg = config_for_checkpoint(meta, config)
+    dataset = load_dataset(meta["dataset"], cfg.data.get("root") or None)
+    forget_ids = resolve_classes(list(forget) or meta.get("forget", []), dataset.classes)
+    if not forget_ids:
+        raise ConfigError(f"{checkpoint} records no forget classes (an original model?): name them with --forget")
+    opts = EvalOptions(metrics=tuple(metrics or BASIC_METRICS), seed=meta.get("seed", 0), **(options or {}))
+    if nearest is not None:
+        opts.nearest = resolve_classes([nearest], dataset.classes)[0]
+    if not opts.cache_dir:
+        opts.cache_dir = cache_dir()
+    outputs = model_outputs(model, dataset)
+    orig = model_outputs(_load_related(original, meta, "original")[0], dataset) if original else None
+    retr = []
+    for path in retrained:
+        r_model, r_meta = _load_related(path, meta, "retrained")
+        if sorted(r_meta.get("excluded", [])) != sorted(forget_ids):
+            raise ConfigError(f"retrained model {path} excluded classes {r_meta.get('excluded_names')} but this "
+                              f"evaluation forgets {[dataset.classes[i] for i in forget_ids]}: retrain without "
+                              "exactly the forget classes (fastforget train --exclude ...)")
+        retr.append(model_outputs(r_model, dataset))
+    results, skipped = compute_metrics(outputs, dataset, forget_ids, original=orig, retrained=retr, options=opts)
+    if "ulira" in opts.metrics:
+        if not meta.get("method"):
+            skipped["ulira"] = "the checkpoint records no unlearning method to replay on shadow models"
+        else:
+            results |= ulira_for_method(outputs, meta["method"], meta.get("hyperparameters", {}), cfg, dataset,
+                                        forget_ids, retrained=retr[0] if retr else None, options=opts)
+    if "rmia" in opts.metrics:
+        results |= rmia_for_model(outputs, cfg, dataset, forget_ids, options=opts)
+    report = {
+        "checkpoint": str(checkpoint), "method": meta.get("method", "original"), "dataset": dataset.name,
+        "classes": dataset.classes, "forget": forget_ids, "forget_names": [dataset.classes[i] for i in forget_ids],
+        **results, "skipped": skipped,
+        "original": str(original) if original else None, "retrained": [str(r) for r in retrained],
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()},
+        "seed": meta.get("seed"), "config": cfg.raw, "versions": environment(),
+    }
+    if plots_dir:
+        report["plots"] = [str(p) for p in write_plots(plots_dir, dataset, forget_ids, outputs, original=orig,
+                                                        retrained=retr[0] if retr else None)]
+    if json_path:
+        write_json(json_path, report)
+    return report
+

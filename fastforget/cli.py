@@ -1,0 +1,184 @@
+"""`fastforget` on the command line: a thin layer over `fastforget.api`.
+
+Options that take several classes (`--forget a b`, `--exclude`, `--retrained`) also accept repeats and commas.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fastforget import api
+from fastforget.errors import FastForgetError
+
+app = typer.Typer(help="fastforget: erase whole classes from image classifiers, fast, and measure how well.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Data set utilities.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+VARIADIC = {"--forget", "--exclude", "--retrained", "--hp", "--set"}
+
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="config name in configs/ or a TOML file")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config value: section.key=value")]
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v for value in values or [] for v in value.split(",") if v]
+
+
+def _echo_kv(title: str, rows: dict) -> None:
+    typer.echo(title)
+    for key, value in rows.items():
+        typer.echo(f"  {key:<22} {value:.2f}" if isinstance(value, float) else f"  {key:<22} {value}")
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="run folder to write model.safetensors + model.json")],
+    config: ConfigOpt = "digits-cnn",
+    exclude: Annotated[list[str] | None, typer.Option(help="classes to leave out (trains the retrained model)")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (default: the config's)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs (default: the config's)")] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model")] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Train an original model, or with --exclude the retrained gold standard."""
+    overrides = [*(set_ or []), *(["train.compile=true"] if compile else [])]
+    trained = api.train(config, exclude=_split(exclude), seed=seed, epochs=epochs, out=out, overrides=overrides)
+    meta = trained.meta
+    _echo_kv(f"trained {meta['arch']} on {meta['dataset']} -> {out}", {
+        "excluded": ", ".join(meta["excluded_names"]) or "-",
+        "test accuracy %": meta["test_accuracy"],
+        "retained-class acc %": meta["test_accuracy_retained"],
+        "seconds": meta["train_seconds"],
+        "images / s": meta["images_per_second"],
+    })
+
+
+def _list_methods() -> None:
+    from fastforget.unlearn import METHODS
+
+    for method in sorted(METHODS.values(), key=lambda m: m.name):
+        typer.echo(f"{method.name:<10} {method.summary}  [data: {method.data}]")
+        if method.defaults:
+            typer.echo("           defaults: " + ", ".join(f"{k}={v}" for k, v in method.defaults.items()))
+
+
+def _parse_hp(values: list[str] | None) -> dict:
+    from fastforget.config import parse_override
+
+    return {".".join(keys): value for keys, value in map(parse_override, values or [])}
+
+
+@app.command()
+def unlearn(
+    method: Annotated[str | None, typer.Option(help="method name (see --list)")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="the original: run folder or .safetensors")] = None,
+    forget: Annotated[list[str] | None, typer.Option(help="classes to forget, by name or index")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="run folder for the unlearned model")] = None,
+    config: ConfigOpt = None,
+    hp: Annotated[list[str] | None, typer.Option(help="method hyperparameter: key=value")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed (default: the original's)")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="list the methods and exit")] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Unlearn classes from a trained model with one method."""
+    if list_:
+        _list_methods()
+        return
+    missing = [flag for flag, value in [("--method", method), ("--checkpoint", checkpoint), ("--out", out)]
+               if value is None]
+    if missing:
+        raise FastForgetError(f"unlearn needs {', '.join(missing)} (or --list)")
+    result, meta = api.unlearn(method, checkpoint, _split(forget), config=config, overrides=set_ or [],
+                               hyperparameters=_parse_hp(hp), out=out, seed=seed)
+    _echo_kv(f"{method}: forgot {', '.join(meta['forget_names'])} -> {out}", {
+        "ACC_r test %": meta["acc_r_test"],
+        "ACC_f test %": meta["acc_f_test"],
+        "original test acc %": meta["original_test_accuracy"],
+        "wall seconds": meta["wall_seconds"],
+        "peak memory MiB": meta["peak_memory_bytes"] / 2**20,
+    })
+
+
+EVAL_ROWS = [("acc_r_test", "ACC_r test %"), ("acc_f_test", "ACC_f test %"), ("acc_r_train", "ACC_r train %"),
+             ("acc_f_train", "ACC_f train %"), ("mia", "MIA %"), ("mia_attack_auc", "  MIA attack AUC"),
+             ("mia_nn", "MIA-NN"), ("utv_train", "UTV train"), ("utv_test", "UTV test"),
+             ("utv_floor_test", "  UTV floor test"), ("utv_target_test", "  target UTV test"),
+             ("ulira", "U-LIRA %"), ("rmia_auc_f", "RMIA AUC forget"), ("rmia_auc_r", "RMIA AUC retain")]
+
+
+@app.command("eval")
+def eval_(
+    checkpoint: Annotated[Path, typer.Option(help="model to evaluate: run folder or .safetensors")],
+    forget: Annotated[list[str] | None, typer.Option(help="forget classes (default: from the sidecar)")] = None,
+    original: Annotated[Path | None, typer.Option(help="the original model (accuracy drop, target UTV)")] = None,
+    retrained: Annotated[list[Path] | None, typer.Option(help="retrained model(s); two or more give the UTV floor")]
+    = None,
+    metrics: Annotated[str | None, typer.Option(
+        help="comma list of accuracy,mia,mia_nn,utv,reassignment,ulira,rmia (default: all but ulira,rmia)")] = None,
+    nearest: Annotated[str | None, typer.Option(help="MIA-NN's nearest class (default: from the retrained)")] = None,
+    json_: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
+    plots: Annotated[Path | None, typer.Option(help="folder for confusion-matrix and reassignment PNGs")] = None,
+    shadows: Annotated[int, typer.Option(help="U-LIRA shadow pairs")] = 2,
+    reference_models: Annotated[int, typer.Option(help="RMIA reference models")] = 2,
+) -> None:
+    """Evaluate an unlearned (or any) model: accuracy, MIA, MIA-NN, UTV, reassignment, U-LIRA, RMIA."""
+    report = api.evaluate(checkpoint, forget=_split(forget), original=original, retrained=retrained or [],
+                          metrics=_split([metrics]) if metrics else None, nearest=nearest, json_path=json_,
+                          plots_dir=plots, options={"shadows": shadows, "reference_models": reference_models})
+    rows = {label: report[key] for key, label in EVAL_ROWS if report.get(key) is not None}
+    if "mia_nn_class_name" in report:
+        rows["  MIA-NN class"] = f"{report['mia_nn_class_name']} (from {report['mia_nn_class_from']})"
+    for moved in report.get("reassignment", {}).get("reassigned", []):
+        names = report["classes"]
+        top = ", ".join(f"{names[s['class_index']]} {100 * s['share']:.0f}%" for s in moved["shares"][:3])
+        rows[f"{names[moved['forget_class']]} goes to"] = top
+    _echo_kv(f"{report['method']} on {report['dataset']}, forgetting {', '.join(report['forget_names'])}", rows)
+    for metric, reason in report["skipped"].items():
+        typer.echo(f"skipped {metric}: {reason}")
+    if json_:
+        typer.echo(f"wrote {json_}")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    dataset: Annotated[str, typer.Argument(help="digits, mnist, fashion-mnist, cifar10, cifar100, tinyimagenet")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for train.beton and test.beton")],
+    root: Annotated[Path | None, typer.Option(help="data folder (default: $FASTFORGET_DATA)")] = None,
+) -> None:
+    """Write FFCV .beton files for a data set."""
+    from fastforget.data import load_dataset
+    from fastforget.data.ffcv import prepare
+
+    paths = prepare(load_dataset(dataset, root), out)
+    typer.echo(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+
+
+def _expand_variadic(argv: list[str]) -> list[str]:
+    """`--forget a b --out x` -> `--forget a --forget b --out x`, so multi-class options read naturally."""
+    out: list[str] = []
+    current = None
+    for token in argv:
+        if token.startswith("-"):
+            current = token if token in VARIADIC else None
+            out.append(token)
+        elif current and out[-1] != current:
+            out += [current, token]
+        else:
+            out.append(token)
+    return out
+
+
+def main() -> None:
+    warnings.filterwarnings("default", module="fastforget")
+    try:
+        app(args=_expand_variadic(sys.argv[1:]), prog_name="fastforget", standalone_mode=True)
+    except FastForgetError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,235 @@
+"""Run models once per split and feed every metric: what `fastforget eval` and the benchmark grid compute.
+
+Model outputs are computed once (`model_outputs`) and shared by all metrics, so the benchmark can evaluate many
+methods against the same original and retrained outputs without recomputing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fastforget import metrics
+from fastforget.config import Config
+from fastforget.data import ForgetSplits, ImageDataset
+from fastforget.shadows import half_split, shadow_models
+from fastforget.train import predict_logits
+
+BASIC_METRICS = ("accuracy", "mia", "mia_nn", "utv", "reassignment")
+ALL_METRICS = (*BASIC_METRICS, "ulira", "rmia")
+
+
+@dataclass
+class Outputs:
+    """Logits of one model on the training and test splits (fp32, CPU), in the data set's order."""
+
+    train: torch.Tensor
+    test: torch.Tensor
+
+    @property
+    def train_probs(self) -> torch.Tensor:
+        return self.train.softmax(1)
+
+    @property
+    def test_probs(self) -> torch.Tensor:
+        return self.test.softmax(1)
+
+
+def model_outputs(model: nn.Module | Outputs, dataset: ImageDataset, batch_size: int = 512) -> Outputs:
+    if isinstance(model, Outputs):
+        return model
+    return Outputs(train=predict_logits(model, dataset.train_images, dataset, batch_size=batch_size),
+                   test=predict_logits(model, dataset.test_images, dataset, batch_size=batch_size))
+
+
+@dataclass
+class EvalOptions:
+    metrics: Sequence[str] = BASIC_METRICS
+    nearest: int | None = None          # MIA-NN's class n; default from the retrained (else original) model
+    mia_feature: str = "confidence"
+    mia_nn_protocol: str = "section3"
+    max_per_side: int = 2000            # SVM training points per side, subsampled with `seed`
+    seed: int = 0
+    shadows: int = 2                    # U-LIRA shadow pairs
+    reference_models: int = 2           # RMIA reference models
+    max_attack_samples: int = 1000      # forget samples U-LIRA scores, per model
+    cache_dir: str | Path = ""          # where shadow and reference models are kept
+
+
+def evaluate(
+    model: nn.Module | Outputs,
+    dataset: ImageDataset,
+    forget: Sequence[int],
+    *,
+    original: nn.Module | Outputs | None = None,
+    retrained: Sequence[nn.Module | Outputs] = (),
+    options: EvalOptions | None = None,
+) -> tuple[dict, dict[str, str]]:
+    """The basic metrics of one model: returns (flat JSON-ready results, {skipped metric: reason}).
+
+    U-LIRA and RMIA train models of their own: see `ulira_for_method` and `rmia_for_model`.
+    """
+    options = options or EvalOptions()
+    unknown = set(options.metrics) - set(ALL_METRICS)
+    if unknown:
+        raise ValueError(f"unknown metric(s) {sorted(unknown)}; choose from {', '.join(ALL_METRICS)}")
+    out = model_outputs(model, dataset)
+    orig = model_outputs(original, dataset) if original is not None else None
+    retr = [model_outputs(r, dataset) for r in retrained]
+    splits = ForgetSplits.from_labels(dataset.train_labels, dataset.test_labels, list(forget))
+    results: dict = {}
+    skipped: dict[str, str] = {}
+    wanted = set(options.metrics)
+
+    if "accuracy" in wanted:
+        test = metrics.accuracy(out.test, dataset.test_labels, forget)
+        train = metrics.accuracy(out.train, dataset.train_labels, forget)
+        results |= {"acc_r_test": test.acc_r, "acc_f_test": test.acc_f, "acc_r_train": train.acc_r,
+                    "acc_f_train": train.acc_f, "per_class_acc_test": test.per_class}
+    if "mia" in wanted:
+        m = metrics.mia(out.train_probs, dataset.train_labels, out.test_probs, dataset.test_labels, forget,
+                        feature=options.mia_feature, max_per_side=options.max_per_side, seed=options.seed)
+        results |= {"mia": m.score, "mia_feature": m.feature, "mia_attack_auc": m.attack_heldout_auc,
+                    "mia_attack_balanced_accuracy": m.attack_heldout_balanced_accuracy,
+                    "mia_n_per_side": m.n_per_side}
+    if "mia_nn" in wanted:
+        nearest, source = options.nearest, "given"
+        if nearest is None and retr:
+            nearest, source = metrics.nearest_class(retr[0].test_probs[splits.test_f], forget), "retrained"
+        elif nearest is None and orig is not None:
+            nearest = metrics.nearest_class(orig.test_probs[splits.test_f], forget, mode="highest_mean")
+            source = "original"
+        if nearest is None:
+            skipped["mia_nn"] = "needs the nearest class: give --retrained, --original or --nearest"
+        else:
+            m = metrics.mia_nn(out.test_probs, dataset.test_labels, forget, nearest,
+                               protocol=options.mia_nn_protocol, probs_train=out.train_probs,
+                               labels_train=dataset.train_labels, max_per_side=options.max_per_side,
+                               seed=options.seed)
+            results |= {"mia_nn": m.score, "mia_nn_class": nearest, "mia_nn_class_name": dataset.classes[nearest],
+                        "mia_nn_class_from": source, "mia_nn_protocol": m.protocol}
+    if "utv" in wanted:
+        if not retr:
+            skipped["utv"] = "needs a retrained model of the same forget classes: give --retrained"
+        else:
+            for split, rows in (("train", splits.train_f), ("test", splits.test_f)):
+                probs = getattr(out, f"{split}_probs")[rows]
+                u = metrics.utv(probs, [getattr(r, f"{split}_probs")[rows] for r in retr])
+                results[f"utv_{split}"] = u.utv
+                if u.floor is not None:
+                    results[f"utv_floor_{split}"] = u.floor
+                if orig is not None:  # how close the RWFT target itself is: fine-tuning cannot beat it
+                    t = metrics.target_utv(getattr(orig, split)[rows],
+                                           [getattr(r, f"{split}_probs")[rows] for r in retr], forget)
+                    results[f"utv_target_{split}"] = t.utv
+    if "reassignment" in wanted:
+        r = metrics.reassignment(out.test_probs, dataset.test_labels, forget,
+                                 probs_original=orig.test_probs if orig is not None else None)
+        results["reassignment"] = {"reassigned": r.as_dict()["reassigned"],
+                                   "accuracy_drop": r.as_dict()["accuracy_drop"]}
+        results["confusion_test"] = r.as_dict()["confusion"]
+    return results, skipped
+
+
+def _forget_rows(splits: ForgetSplits, limit: int, seed: int) -> torch.Tensor:
+    rows = splits.train_f
+    if len(rows) > limit:
+        rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:limit]].sort().values
+    return rows
+
+
+def ulira_for_method(
+    model: nn.Module | Outputs,
+    method: str,
+    hyperparameters: dict,
+    cfg: Config,
+    dataset: ImageDataset,
+    forget: Sequence[int],
+    *,
+    retrained: nn.Module | Outputs | None = None,
+    options: EvalOptions,
+) -> dict:
+    """U-LIRA: shadow originals (cached) unlearned with `method`, against shadow retrained models (cached)."""
+    from fastforget.unlearn import UnlearnContext, run_method
+
+    splits = ForgetSplits.from_labels(dataset.train_labels, dataset.test_labels, list(forget))
+    rows = _forget_rows(splits, options.max_attack_samples, options.seed)
+    images, labels = dataset.train_images[rows], dataset.train_labels[rows]
+    originals = shadow_models(cfg, dataset, kind="original", count=options.shadows, cache_dir=options.cache_dir)
+    retrained_shadows = shadow_models(cfg, dataset, kind="retrained", count=options.shadows,
+                                      cache_dir=options.cache_dir, forget=forget)
+    device = next(originals[0].parameters()).device
+    unlearned = []
+    for i, shadow in enumerate(originals):
+        meta = {"label_smoothing": cfg.train.label_smoothing, "seed": i}
+        ctx = UnlearnContext(original=shadow, meta=meta, dataset=dataset, forget=list(forget), cfg=cfg, device=device,
+                             seed=i)
+        unlearned.append(run_method(method, ctx, hyperparameters).model)
+
+    def probs(models: Sequence[nn.Module]) -> torch.Tensor:
+        return torch.stack([predict_logits(m, images, dataset).softmax(1) for m in models])
+
+    target = model_outputs(model, dataset).train_probs[rows]
+    target_retrained = model_outputs(retrained, dataset).train_probs[rows] if retrained is not None else None
+    result = metrics.ulira(probs(unlearned), probs(retrained_shadows), labels, target=target,
+                           target_retrained=target_retrained)
+    return {"ulira": result.target_accuracy, "ulira_balanced_accuracy": result.target_balanced_accuracy,
+            "ulira_shadow_balanced_accuracy": result.balanced_accuracy, "ulira_pairs": result.n_pairs,
+            "ulira_samples": result.n_samples}
+
+
+def rmia_for_model(model: nn.Module | Outputs, cfg: Config, dataset: ImageDataset, forget: Sequence[int], *,
+                   options: EvalOptions) -> dict:
+    """RMIA AUCs (D_train_f vs D_test_f, D_train_r vs D_test_r) with reference models on random halves."""
+    out = model_outputs(model, dataset)
+    references = shadow_models(cfg, dataset, kind="half", count=options.reference_models, cache_dir=options.cache_dir)
+    splits = ForgetSplits.from_labels(dataset.train_labels, dataset.test_labels, list(forget))
+    generator = torch.Generator().manual_seed(options.seed)
+    cap = options.max_per_side
+    test_r = splits.test_r[torch.randperm(len(splits.test_r), generator=generator)]
+    population, test_r_eval = test_r[: len(test_r) // 2], test_r[len(test_r) // 2:][:cap]
+    train_r = splits.train_r[torch.randperm(len(splits.train_r), generator=generator)[:cap]]
+    train_f, test_f = splits.train_f[:cap], splits.test_f[:cap]
+    train_rows = torch.cat([train_f, train_r])
+    test_rows = torch.cat([test_f, test_r_eval, population])
+    ref_train = torch.stack([predict_logits(m, dataset.train_images[train_rows], dataset).softmax(1)
+                             for m in references])
+    ref_test = torch.stack([predict_logits(m, dataset.test_images[test_rows], dataset).softmax(1)
+                            for m in references])
+    halves = torch.stack([half_split(len(dataset.train_labels), 10_000 + i)[train_rows]
+                          for i in range(len(references))])
+    n_x_test = len(test_f) + len(test_r_eval)
+    target_x = torch.cat([out.train_probs[train_rows], out.test_probs[test_rows[:n_x_test]]])
+    labels_x = torch.cat([dataset.train_labels[train_rows], dataset.test_labels[test_rows[:n_x_test]]])
+    members_x = torch.cat([torch.ones(len(train_rows), dtype=torch.bool), torch.zeros(n_x_test, dtype=torch.bool)])
+    reference_x = torch.cat([ref_train, ref_test[:, :n_x_test]], dim=1)
+    reference_in_x = torch.cat([halves, torch.zeros(len(references), n_x_test, dtype=torch.bool)], dim=1)
+    result = metrics.rmia(target_x, labels_x, members_x, reference_x, out.test_probs[population],
+                          dataset.test_labels[population], ref_test[:, n_x_test:], forget,
+                          reference_in_x=reference_in_x.numpy(), mode="online")
+    d = result.as_dict()
+    return {"rmia_auc_f": d["forget"]["auc"], "rmia_auc_r": d["retain"]["auc"],
+            "rmia_tpr_at_1pct_fpr_f": d["forget"]["tpr_at_1pct_fpr"],
+            "rmia_tpr_at_1pct_fpr_r": d["retain"]["tpr_at_1pct_fpr"], "rmia_reference_models": len(references)}
+
+
+def write_plots(plots_dir: str | Path, dataset: ImageDataset, forget: Sequence[int], unlearned: Outputs, *,
+                original: Outputs | None = None, retrained: Outputs | None = None) -> list[Path]:
+    """Confusion matrices (original / unlearned / retrained side by side) and where each forget class went."""
+    from fastforget.metrics import plots
+
+    plots_dir = Path(plots_dir)
+    labels = dataset.test_labels
+    matrices = {name: metrics.confusion_matrix(labels, out.test.argmax(1), dataset.num_classes)
+                for name, out in (("original", original), ("unlearned", unlearned), ("retrained", retrained))
+                if out is not None}
+    paths = [plots.plot_confusion_matrices(matrices, plots_dir / "confusion.png", class_names=dataset.classes)]
+    for moved in metrics.reassignment(unlearned.test_probs, labels, forget).reassigned:
+        name = dataset.classes[moved.forget_class].replace(" ", "_")
+        paths.append(plots.plot_reassignment(moved, plots_dir / f"reassignment_{name}.png",
+                                             class_names=dataset.classes))
+    return paths
