@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(pkg-config libturbojpeg0-dev libopencv-dev)
+APT_PACKAGES=(g++ pkg-config libturbojpeg0-dev libopencv-dev)
 if command -v apt-get >/dev/null 2>&1; then
     if ! dpkg -s "${APT_PACKAGES[@]}" >/dev/null 2>&1; then
         if [ "$(id -u)" -eq 0 ]; then
@@ -24,8 +24,7 @@ fi
 
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-# numpy and the build tools first: FFCV's setup.py imports them while building.
-.venv/bin/python -m pip install -q -c constraints.txt numpy setuptools wheel
-.venv/bin/python -m pip install -q -c constraints.txt --no-build-isolation -e ".[${EXTRAS}]"
+# torch first, from the pinned release (FFCV's build and the package both need it present).
+.venv/bin/python -m pip install -q -c constraints.txt torch torchvision setuptools wheel
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[${EXTRAS}]"
 echo "setup: done (.venv ready; extras: ${EXTRAS})"
