@@ -140,3 +140,11 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
         write_json(json_path, report)
     return report
 
+
+
+def bench(config: str | Path, *, out: str | Path, methods: Sequence[str] | None = None,
+          forget: Sequence[str] | None = None, seeds: int | None = None, overrides: Sequence[str] = ()) -> Path:
+    """Run (or resume) the benchmark grid of a config and write its report; returns report.md's path."""
+    from fastforget import bench as grid
+
+    return grid.run(grid.plan(config, methods=methods, forget=forget, seeds=seeds, overrides=overrides), out)

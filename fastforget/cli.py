@@ -40,7 +40,7 @@ def _echo_kv(title: str, rows: dict) -> None:
 @app.command()
 def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="run folder to write model.safetensors + model.json")],
-    config: ConfigOpt = "digits-cnn",
+    config: ConfigOpt = "digits",
     exclude: Annotated[list[str] | None, typer.Option(help="classes to leave out (trains the retrained model)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (default: the config's)")] = None,
     epochs: Annotated[int | None, typer.Option(help="epochs (default: the config's)")] = None,
@@ -144,6 +144,42 @@ def eval_(
         typer.echo(f"skipped {metric}: {reason}")
     if json_:
         typer.echo(f"wrote {json_}")
+
+
+@app.command()
+def bench(
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for results.jsonl, tables, figures, report.md")],
+    config: ConfigOpt = "digits",
+    methods: Annotated[str | None, typer.Option(help="comma list of methods (default: the config's [bench])")] = None,
+    forget: Annotated[list[str] | None, typer.Option(help="forget classes, one cell each (default: the config's)")]
+    = None,
+    seeds: Annotated[int | None, typer.Option(help="number of seeds")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run the grid (seeds x forget classes x methods x metrics); rerun the same command to resume."""
+    report = api.bench(config, out=out, methods=_split([methods]) if methods else None, forget=_split(forget),
+                       seeds=seeds, overrides=set_ or [])
+    _print_tables(report)
+
+
+def _print_tables(report: Path) -> None:
+    for name in ("table2_accuracy_mia", "table1_mia_nn", "table4_utv", "table3_ulira", "rmia", "runtime"):
+        table = report.parent / f"{name}.md"
+        if table.is_file():
+            typer.echo(f"\n{name}\n{table.read_text()}")
+    typer.echo(f"report: {report}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/demo"),
+    forget: Annotated[str, typer.Option(help="the digit to forget")] = "3",
+) -> None:
+    """The main job on built-in data: train, retrain, unlearn with every method, evaluate, report (digits)."""
+    typer.echo(f"fastforget demo: forgetting digit {forget} from a CNN trained on scikit-learn digits -> {out}")
+    report = api.bench("digits", out=out, forget=[forget],
+                       overrides=["bench.shadows=0", "bench.reference_models=0"])
+    _print_tables(report)
 
 
 @data_app.command("prepare")

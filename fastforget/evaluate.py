@@ -86,8 +86,8 @@ def evaluate(
     wanted = set(options.metrics)
 
     if "accuracy" in wanted:
-        test = metrics.accuracy(out.test, dataset.test_labels, forget)
-        train = metrics.accuracy(out.train, dataset.train_labels, forget)
+        test = metrics.accuracy(out.test_probs, dataset.test_labels, forget)
+        train = metrics.accuracy(out.train_probs, dataset.train_labels, forget)
         results |= {"acc_r_test": test.acc_r, "acc_f_test": test.acc_f, "acc_r_train": train.acc_r,
                     "acc_f_train": train.acc_f, "per_class_acc_test": test.per_class}
     if "mia" in wanted:

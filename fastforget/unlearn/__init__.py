@@ -6,7 +6,14 @@ import importlib
 import pkgutil
 
 from fastforget.unlearn.registry import (
-    METHODS, Method, UnknownMethodError, UnlearnContext, UnlearnResult, get_method, register, run_method,
+    METHODS,
+    Method,
+    UnknownMethodError,
+    UnlearnContext,
+    UnlearnResult,
+    get_method,
+    register,
+    run_method,
 )
 
 _INFRASTRUCTURE = {"registry", "common", "reweight"}
