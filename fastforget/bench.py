@@ -42,6 +42,7 @@ BENCH_DEFAULTS = {
     "reference_models": 0,    # RMIA reference models (0: skip RMIA)
     "reassignment_class": "", # the forget class whose reassignment is plotted (default: the first)
     "reassignment_method": "rwft-2-o",
+    "variants": {},           # name -> {"method": base method, hyperparameter: value, ...}, usable in `methods`
 }
 REFERENCE_ROWS = ("original", "retrain")  # not unlearning methods: the two ends every method is placed between
 FLOOR_SEED_OFFSET = 1000
@@ -71,7 +72,11 @@ def plan(config: str | Path, *, methods: Sequence[str] | None = None, forget: Se
         settings["methods"] = list(methods)
     if seeds:
         settings["seeds"] = seeds
-    bad = [m for m in settings["methods"] if m not in METHODS and m not in REFERENCE_ROWS]
+    for name, variant in settings["variants"].items():
+        if variant.get("method") not in METHODS:
+            raise ConfigError(f"[bench.variants.{name!r}] needs method = one of {sorted(METHODS)}")
+    bad = [m for m in settings["methods"] if m not in METHODS and m not in REFERENCE_ROWS
+           and m not in settings["variants"]]
     if bad:
         raise ConfigError(f"unknown method(s) {bad}; `fastforget unlearn --list` shows them")
     dataset = load_dataset(cfg.data["name"], cfg.data.get("root") or None)
@@ -177,7 +182,8 @@ def _run_cell(bench: BenchPlan, method: str, forget: list[int], seed: int, origi
     else:
         ctx = UnlearnContext(original=original, meta=original_meta, dataset=bench.dataset, forget=forget,
                              cfg=bench.cfg, device=device, seed=seed)
-        result = run_method(method, ctx)
+        variant = dict(bench.settings["variants"].get(method, {"method": method}))
+        result = run_method(variant.pop("method"), ctx, variant)
         model, hp, wall, memory = result.model, result.hyperparameters, result.wall_seconds, result.peak_memory_bytes
         memory_kind = result.memory_kind
     options.seed = seed
@@ -189,7 +195,8 @@ def _run_cell(bench: BenchPlan, method: str, forget: list[int], seed: int, origi
     if method == "retrain" and not references:
         skipped["utv"] = "the retrain row needs retrained_seeds >= 2 (a second retrained model to compare with)"
     if options.shadows and method not in REFERENCE_ROWS:
-        metrics |= ulira_for_method(outputs, method, hp, bench.cfg, bench.dataset, forget,
+        base = bench.settings["variants"].get(method, {}).get("method", method)
+        metrics |= ulira_for_method(outputs, base, hp, bench.cfg, bench.dataset, forget,
                                     retrained=retrained_outs[0], options=options)
     if options.reference_models:
         metrics |= rmia_for_model(outputs, bench.cfg, bench.dataset, forget, options=options)

@@ -16,7 +16,7 @@ from torch import nn
 from fastforget import metrics
 from fastforget.config import Config
 from fastforget.data import ForgetSplits, ImageDataset
-from fastforget.shadows import half_split, shadow_models
+from fastforget.shadows import reference_half, shadow_models
 from fastforget.train import predict_logits
 
 BASIC_METRICS = ("accuracy", "mia", "mia_nn", "utv", "reassignment")
@@ -200,7 +200,7 @@ def rmia_for_model(model: nn.Module | Outputs, cfg: Config, dataset: ImageDatase
                              for m in references])
     ref_test = torch.stack([predict_logits(m, dataset.test_images[test_rows], dataset).softmax(1)
                             for m in references])
-    halves = torch.stack([half_split(len(dataset.train_labels), 10_000 + i)[train_rows]
+    halves = torch.stack([reference_half(len(dataset.train_labels), i)[train_rows]
                           for i in range(len(references))])
     n_x_test = len(test_f) + len(test_r_eval)
     target_x = torch.cat([out.train_probs[train_rows], out.test_probs[test_rows[:n_x_test]]])

@@ -41,6 +41,14 @@ def half_split(num_samples: int, seed: int) -> torch.Tensor:
     return mask
 
 
+def reference_half(num_samples: int, index: int) -> torch.Tensor:
+    """The training half of RMIA reference model `index`: models 2k and 2k+1 take the two complementary halves of
+    one random split, so that from two references on every sample has an OUT model, which RMIA needs (independent
+    halves leave a quarter of the samples inside both of two models)."""
+    mask = half_split(num_samples, SHADOW_SEED_BASE + index // 2)
+    return ~mask if index % 2 else mask
+
+
 def _cached_or_trained(folder: Path, train: Callable[[Path], object], expect: dict) -> nn.Module:
     if (folder / "model.json").is_file():
         try:
@@ -58,13 +66,13 @@ def shadow_models(cfg: Config, dataset: ImageDataset, *, kind: str, count: int, 
     if kind not in ("original", "retrained", "half"):
         raise ValueError(f"unknown shadow kind {kind!r}")
     root = Path(cache_dir) / "shadows" / f"{dataset.name}-{recipe_key(cfg)}"
-    tag = {"original": "original", "half": "half",
+    tag = {"original": "original", "half": "half-paired",
            "retrained": "retrained-" + "-".join(map(str, sorted(forget)))}[kind]
     models = []
     for i in tqdm(range(count), desc=f"shadow {tag}", disable=not progress_enabled(), leave=False):
         seed = SHADOW_SEED_BASE + i
         folder = root / f"{tag}-s{seed}"
-        indices = torch.nonzero(half_split(len(dataset.train_labels), seed)).flatten() if kind == "half" else None
+        indices = torch.nonzero(reference_half(len(dataset.train_labels), i)).flatten() if kind == "half" else None
         exclude = sorted(forget) if kind == "retrained" else []
         models.append(_cached_or_trained(
             folder,

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from fastforget.checkpoint import save_checkpoint
 from fastforget.config import Config, TrainRecipe
 from fastforget.data import Augment, ImageDataset, InMemoryLoader, load_dataset, resolve_classes
-from fastforget.errors import TrainingDivergedError
+from fastforget.errors import TrainingDivergedError, UnknownClassError
 from fastforget.models import build_model
 from fastforget.runtime import (
     amp_dtype,
@@ -229,7 +229,8 @@ def train_model(
     dataset = dataset or load_dataset(cfg.data["name"], cfg.data.get("root") or None)
     excluded = resolve_classes(list(exclude), dataset.classes)
     if len(excluded) >= dataset.num_classes:
-        raise ValueError("cannot exclude every class: nothing would be left to train on")
+        raise UnknownClassError(f"cannot exclude every class ({len(excluded)} of {dataset.num_classes}): nothing would "
+                                "be left to train on; keep at least one class")
     keep = ~torch.isin(dataset.train_labels, torch.tensor(excluded, dtype=torch.long))
     pool = torch.nonzero(keep).flatten()
     if train_indices is not None:

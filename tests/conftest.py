@@ -37,7 +37,7 @@ def digits_cfg():
     """The digits config, shortened so that a model trains in seconds."""
     from fastforget.config import load_config
 
-    return load_config("digits-cnn", ["train.epochs=15", "model.width=16"])
+    return load_config("digits", ["train.epochs=15", "model.width=16"])
 
 
 @pytest.fixture(scope="session")

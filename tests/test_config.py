@@ -14,7 +14,7 @@ def test_every_config_loads(path):
 
 
 def test_overrides_take_toml_types():
-    cfg = load_config("digits-cnn", ["train.epochs=3", "train.lr=0.5", "train.amp=false", "model.arch=resnet18",
+    cfg = load_config("digits", ["train.epochs=3", "train.lr=0.5", "train.amp=false", "model.arch=resnet18",
                                      "unlearn.rwft-o.epochs=2"])
     assert (cfg.train.epochs, cfg.train.lr, cfg.train.amp, cfg.model["arch"]) == (3, 0.5, False, "resnet18")
     assert cfg.method_overrides("rwft-o") == {"epochs": 2}
@@ -25,6 +25,6 @@ def test_mistakes_are_named():
     with pytest.raises(ConfigError, match="no config 'nope'"):
         load_config("nope")
     with pytest.raises(ConfigError, match="unknown train setting"):
-        load_config("digits-cnn", ["train.epoch=3"])
+        load_config("digits", ["train.epoch=3"])
     with pytest.raises(ConfigError, match="section.key=value"):
-        load_config("digits-cnn", ["epochs"])
+        load_config("digits", ["epochs"])

@@ -69,6 +69,7 @@ def reweight_finetune(ctx: UnlearnContext, model: nn.Module, hp: dict, *,
     if hp["reassign"] not in ("proportional", "max-class"):
         raise ValueError(f"reassign must be 'proportional' or 'max-class', not {hp['reassign']!r}")
     forget = torch.tensor(ctx.forget, device=ctx.device)
+    criterion = kernels.ReweightedCrossEntropyLoss(ctx.forget, hp["reassign"])  # forget mask built once
     teacher = ctx.original
     mixing = hp["retain_fraction"] > 0
     table = None
@@ -85,7 +86,7 @@ def reweight_finetune(ctx: UnlearnContext, model: nn.Module, hp: dict, *,
                 teacher_logits = teacher(batch.images)
         student = net(batch.images)
         if not mixing:
-            return kernels.reweighted_cross_entropy(student, teacher_logits, forget, reassign=hp["reassign"]), student
+            return criterion(student, teacher_logits), student
         is_forget = torch.isin(batch.labels, forget).unsqueeze(1)
         target = torch.where(is_forget, kernels.reweighted_target(teacher_logits.float(), forget, hp["reassign"]),
                              F.softmax(teacher_logits.float(), dim=1))

@@ -1,0 +1,160 @@
+"""The public functions: check inputs once, then run the Triton kernel or the PyTorch reference.
+
+Path choice, in order: the `backend` argument, then $FASTFORGET_KERNELS (triton | reference | compiled), then
+automatic: CUDA tensors of a kernel dtype with Triton importable take the Triton kernel, everything else the
+reference. float64 and empty inputs always take the reference (the kernels compute in float32). Forcing
+`triton` on CPU tensors works only under TRITON_INTERPRET=1 (set before `import kernels`), which is how the
+tests run the kernels without a GPU. `compiled` is the reference under torch.compile.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+
+import torch
+
+from kernels import reference
+from kernels.validation import (
+    KERNEL_DTYPES,
+    REASSIGN_MODES,
+    REDUCTIONS,
+    Forget,
+    check_choice,
+    check_float_tensor,
+    check_same_rows,
+    forget_mask,
+)
+
+ENV_VAR = "FASTFORGET_KERNELS"
+BACKENDS = ("triton", "reference", "compiled")
+
+
+@functools.cache
+def triton_available() -> bool:
+    """Whether Triton imports; it is optional, so that `import kernels` works where it is not installed."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def choose_backend(requested: str | None, *tensors: torch.Tensor) -> str:
+    """Which implementation runs for these tensors (see the module docstring for the order of precedence)."""
+    choice = requested or os.environ.get(ENV_VAR) or "auto"
+    check_choice(f"the kernel backend (backend= or ${ENV_VAR})", choice, (*BACKENDS, "auto"))
+    if any(t.dtype == torch.float64 or t.numel() == 0 for t in tensors):
+        return "compiled" if choice == "compiled" else "reference"
+    on_cuda = all(t.is_cuda for t in tensors)
+    if choice == "auto":
+        kernel_ok = on_cuda and triton_available() and all(t.dtype in KERNEL_DTYPES for t in tensors)
+        return "triton" if kernel_ok else "reference"
+    if choice == "triton":
+        if not triton_available():
+            raise RuntimeError(f"backend 'triton' was asked for but Triton is not importable; "
+                               f"pip install triton, or use backend='reference' / unset ${ENV_VAR}")
+        if not on_cuda and not triton_interpreted():
+            raise ValueError("the Triton kernels need CUDA tensors; on CPU use backend='reference', or set "
+                             "TRITON_INTERPRET=1 before `import kernels` to run them in Triton's interpreter")
+    return choice
+
+
+@functools.cache
+def compiled(fn: Callable) -> Callable:
+    """The reference under torch.compile, compiled lazily on first use (compiling costs seconds)."""
+    return torch.compile(fn)
+
+
+def reweighted_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, forget: Forget,
+                             reassign: str = "proportional", reduction: str = "mean", *,
+                             backend: str | None = None) -> torch.Tensor:
+    """Cross-entropy of the student against the teacher's distribution with the forget classes' mass reassigned.
+
+    q* = softmax(teacher with forget columns at -inf) for `proportional`; for `max-class` the teacher's
+    probabilities with the whole forgotten mass on its most likely retained class. Loss per row
+    -sum_y q*(y) log softmax(student)(y); gradient softmax(student) - q* (times the reduction's scale), returned
+    in the student's dtype. The teacher gets no gradient. `forget`: a class index, indices (list or tensor) or
+    a bool mask of length K. The loss is float32 (float64 for float64 inputs).
+    """
+    check_float_tensor("student_logits", student_logits)
+    check_float_tensor("teacher_logits", teacher_logits)
+    check_same_rows(student_logits, teacher_logits, "teacher_logits")
+    check_choice("reassign", reassign, REASSIGN_MODES)
+    check_choice("reduction", reduction, REDUCTIONS)
+    mask = forget_mask(forget, student_logits.shape[1], student_logits.device)
+    return reweighted_cross_entropy_with_mask(student_logits, teacher_logits, mask, reassign, reduction,
+                                              backend=backend)
+
+
+def reweighted_cross_entropy_with_mask(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                                       mask: torch.Tensor, reassign: str, reduction: str, *,
+                                       backend: str | None = None,
+                                       block_size: int | None = None) -> torch.Tensor:
+    """`reweighted_cross_entropy` for checked inputs and a checked bool mask on their device (the module caches
+    the mask, which spares a host-device sync per step). `block_size` forces the kernel's chunk width."""
+    path = choose_backend(backend, student_logits, teacher_logits)
+    if path == "triton":
+        from kernels.triton_cross_entropy import MODES, ReweightedCrossEntropyFunction
+
+        return ReweightedCrossEntropyFunction.apply(student_logits, teacher_logits.detach(), mask,
+                                                    MODES[reassign], reduction, block_size)
+    fn = reference.reweighted_cross_entropy_reference
+    return (compiled(fn) if path == "compiled" else fn)(student_logits, teacher_logits, mask, reassign, reduction)
+
+
+def soft_target_cross_entropy(student_logits: torch.Tensor, target_probs: torch.Tensor,
+                              reduction: str = "mean", *, backend: str | None = None,
+                              block_size: int | None = None) -> torch.Tensor:
+    """-sum_y q(y) log softmax(student)(y) for a given target distribution per row (e.g. precomputed q*).
+
+    Matches torch.nn.functional.cross_entropy with probability targets, gradient p * sum(q) - q included, but the
+    target gets no gradient. Loss float32 (float64 for float64 inputs); gradient in the student's dtype.
+    """
+    check_float_tensor("student_logits", student_logits)
+    check_float_tensor("target_probs", target_probs)
+    check_same_rows(student_logits, target_probs, "target_probs")
+    check_choice("reduction", reduction, REDUCTIONS)
+    path = choose_backend(backend, student_logits, target_probs)
+    if path == "triton":
+        from kernels.triton_cross_entropy import SOFT_TARGET, ReweightedCrossEntropyFunction
+
+        return ReweightedCrossEntropyFunction.apply(student_logits, target_probs.detach(), None, SOFT_TARGET,
+                                                    reduction, block_size)
+    fn = reference.soft_target_cross_entropy_reference
+    return (compiled(fn) if path == "compiled" else fn)(student_logits, target_probs, reduction)
+
+
+def tv_distance(a: torch.Tensor, b: torch.Tensor, from_logits: bool = True, *, backend: str | None = None,
+                block_size: int | None = None) -> torch.Tensor:
+    """Total variation 0.5 * sum |p_a - p_b| over the last dimension, for every row; leading dims broadcast.
+
+    [M, B, K] against [B, K] gives [M, B] (M models against one). `from_logits=False` takes probabilities.
+    The Triton kernel has no backward: where an input requires grad, the reference (autograd) runs instead.
+    Result float32 (float64 for float64 inputs).
+    """
+    check_float_tensor("a", a)
+    check_float_tensor("b", b)
+    if a.dim() == 0 or b.dim() == 0 or a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"a {tuple(a.shape)} and b {tuple(b.shape)} must both be [..., K] with the same number "
+                         "of classes K in the last dimension")
+    try:
+        torch.broadcast_shapes(a.shape, b.shape)
+    except RuntimeError as error:
+        raise ValueError(f"a {tuple(a.shape)} and b {tuple(b.shape)} do not broadcast: leading dimensions must "
+                         "match or be 1 (e.g. [M, B, K] against [B, K])") from error
+    if a.device != b.device:
+        raise ValueError(f"a is on {a.device} but b is on {b.device}; move both to one device with .to(device)")
+    path = choose_backend(backend, a, b)
+    needs_grad = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+    if path == "triton" and not needs_grad:
+        from kernels.triton_tv_distance import tv_distance_triton
+
+        return tv_distance_triton(a, b, from_logits, block_size)
+    fn = reference.tv_distance_reference
+    return (compiled(fn) if path == "compiled" else fn)(a, b, from_logits)

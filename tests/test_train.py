@@ -1,0 +1,102 @@
+"""The shared training loop and the recipe: accuracy, exclusion, repeatability, clear failures."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import DIGITS_FORGET
+
+import fastforget.train as train_module
+from fastforget.config import load_config
+from fastforget.data import load_dataset
+from fastforget.errors import TrainingDivergedError
+from fastforget.models import build_model
+from fastforget.train import Batch, fit, lr_lambda, train_model
+
+
+def test_digits_model_trains_to_90_percent(digits_original):
+    assert digits_original.meta["test_accuracy"] >= 90.0
+    assert digits_original.meta["label_smoothing"] == 0.0
+    assert {"arch", "dataset", "classes", "excluded", "seed", "test_accuracy", "versions"} <= set(digits_original.meta)
+
+
+def test_retrained_model_never_sees_the_excluded_class(monkeypatch, digits_cfg):
+    seen = []
+
+    class RecordingLoader(train_module.InMemoryLoader):
+        def __iter__(self):
+            for images, labels, indices in super().__iter__():
+                seen.append(labels.clone())
+                yield images, labels, indices
+
+    monkeypatch.setattr(train_module, "InMemoryLoader", RecordingLoader)
+    trained = train_model(digits_cfg, exclude=[str(c) for c in DIGITS_FORGET], epochs=2)
+    labels = torch.cat(seen)
+    assert len(labels) > 0 and not torch.isin(labels, torch.tensor(DIGITS_FORGET)).any()
+    assert trained.meta["excluded"] == DIGITS_FORGET
+    dataset = load_dataset("digits")
+    assert trained.meta["train_size"] == int((~torch.isin(dataset.train_labels, torch.tensor(DIGITS_FORGET))).sum())
+
+
+def test_training_is_repeatable_for_a_seed():
+    cfg = load_config("digits", ["train.epochs=1", "model.width=8"])
+    a, b = train_model(cfg, seed=5), train_model(cfg, seed=5)
+    c = train_model(cfg, seed=6)
+    for (key, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(x, y), key
+    assert any(not torch.equal(x, z) for x, z in zip(a.model.state_dict().values(), c.model.state_dict().values(),
+                                                       strict=True))
+
+
+def _tiny_loader(n=32, batch=8):
+    images = torch.randn(n, 1, 8, 8)
+    labels = torch.randint(0, 10, (n,))
+    return [(images[i:i + batch], labels[i:i + batch], torch.arange(i, i + batch)) for i in range(0, n, batch)]
+
+
+def test_nan_loss_is_a_clear_error():
+    model = build_model("cnn", 10, 1, width=4)
+
+    def exploding(net, batch: Batch, progress):
+        return net(batch.images).sum() * float("nan"), None
+
+    with pytest.raises(TrainingDivergedError, match="lower the learning rate"):
+        fit(model, _tiny_loader(), exploding, epochs=1, lr=0.1, amp=False)
+
+
+def test_grad_masks_keep_masked_weights_bit_identical_with_decay_and_momentum():
+    torch.manual_seed(0)
+    model = build_model("cnn", 10, 1, width=4)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    masks = {p: (torch.rand_like(p) > 0.5).float() for p in model.parameters()}
+
+    def ce(net, batch, progress):
+        logits = net(batch.images)
+        return F.cross_entropy(logits, batch.labels), logits
+
+    fit(model, _tiny_loader(), ce, epochs=3, lr=0.1, weight_decay=5e-4, momentum=0.9, amp=False, grad_masks=masks)
+    for name, p in model.named_parameters():
+        mask = masks[p].bool()
+        assert torch.equal(p[~mask], before[name][~mask]), name
+        assert not mask.any() or not torch.equal(p[mask], before[name][mask]), name
+
+
+def test_frozen_parameters_and_flags_are_restored():
+    model = build_model("cnn", 10, 1, width=4)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def ce(net, batch, progress):
+        return F.cross_entropy(net(batch.images), batch.labels), None
+
+    fit(model, _tiny_loader(), ce, epochs=1, lr=0.1, params=list(model.fc.parameters()), amp=False, freeze_bn=True)
+    for name, p in model.named_parameters():
+        assert p.requires_grad
+        assert torch.equal(p, before[name]) != name.startswith("fc."), name
+
+
+def test_schedules():
+    step = lr_lambda("step", total_steps=100, steps_per_epoch=10, step_size=4, gamma=0.1)
+    assert [step(s) for s in (0, 39, 40, 80)] == [1.0, 1.0, pytest.approx(0.1), pytest.approx(0.01)]
+    cycle = lr_lambda("onecycle", 100, 10, 0, 0)
+    assert cycle(0) == pytest.approx(0.1) and cycle(15) == pytest.approx(1.0) and cycle(100) == 0.0
+    with pytest.raises(ValueError, match="unknown schedule"):
+        lr_lambda("cosine", 1, 1, 1, 1)
