@@ -104,6 +104,15 @@ def read_results(path: str | Path) -> list[dict]:
     return records
 
 
+def drop_partial_line(path: Path) -> None:
+    """Cut a last line that a kill left half-written, so that the next append starts on a line of its own."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
 def _tag(forget: Sequence[int]) -> str:
     return "-".join(map(str, forget))
 
@@ -132,6 +141,7 @@ def run(bench: BenchPlan, out: str | Path) -> Path:
     results_path = out / "results.jsonl"
     write_json(out / "config.json", {"config": bench.cfg.raw, "bench": bench.settings,
                                      "versions": environment(resolve_device(bench.cfg.train.device))})
+    drop_partial_line(results_path)
     done = {r["cell"] for r in read_results(results_path)}
     s = bench.settings
     options = EvalOptions(metrics=tuple(s["metrics"]), shadows=s["shadows"], reference_models=s["reference_models"],
