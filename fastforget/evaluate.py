@@ -16,6 +16,7 @@ from torch import nn
 from fastforget import metrics
 from fastforget.config import Config
 from fastforget.data import ForgetSplits, ImageDataset
+from fastforget.errors import ConfigError
 from fastforget.shadows import reference_half, shadow_models
 from fastforget.train import predict_logits
 
@@ -76,7 +77,7 @@ def evaluate(
     options = options or EvalOptions()
     unknown = set(options.metrics) - set(ALL_METRICS)
     if unknown:
-        raise ValueError(f"unknown metric(s) {sorted(unknown)}; choose from {', '.join(ALL_METRICS)}")
+        raise ConfigError(f"unknown metric(s) {sorted(unknown)}; choose from {', '.join(ALL_METRICS)}")
     out = model_outputs(model, dataset)
     orig = model_outputs(original, dataset) if original is not None else None
     retr = [model_outputs(r, dataset) for r in retrained]
@@ -208,9 +209,12 @@ def rmia_for_model(model: nn.Module | Outputs, cfg: Config, dataset: ImageDatase
     members_x = torch.cat([torch.ones(len(train_rows), dtype=torch.bool), torch.zeros(n_x_test, dtype=torch.bool)])
     reference_x = torch.cat([ref_train, ref_test[:, :n_x_test]], dim=1)
     reference_in_x = torch.cat([halves, torch.zeros(len(references), n_x_test, dtype=torch.bool)], dim=1)
+    # Offline: the references never train on test samples, so "online" would estimate Pr(x) from IN models for the
+    # training samples only and from the offline formula for the unseen ones, a difference that itself tells them
+    # apart (measured: AUC 0.96 for a digits model with equal train and test accuracy; 0.53 offline).
     result = metrics.rmia(target_x, labels_x, members_x, reference_x, out.test_probs[population],
                           dataset.test_labels[population], ref_test[:, n_x_test:], forget,
-                          reference_in_x=reference_in_x.numpy(), mode="online")
+                          reference_in_x=reference_in_x.numpy(), mode="offline")
     d = result.as_dict()
     return {"rmia_auc_f": d["forget"]["auc"], "rmia_auc_r": d["retain"]["auc"],
             "rmia_tpr_at_1pct_fpr_f": d["forget"]["tpr_at_1pct_fpr"],
