@@ -13,7 +13,15 @@ from fastforget.config import Config, load_config
 from fastforget.data import load_dataset, resolve_classes
 from fastforget.data.sources import cache_dir
 from fastforget.errors import ConfigError
-from fastforget.evaluate import BASIC_METRICS, EvalOptions, model_outputs, rmia_for_model, ulira_for_method, write_plots
+from fastforget.evaluate import (
+    BASIC_METRICS,
+    EvalOptions,
+    model_outputs,
+    rmia_for_model,
+    train_rows,
+    ulira_for_method,
+    write_plots,
+)
 from fastforget.evaluate import evaluate as compute_metrics
 from fastforget.io import write_json
 from fastforget.runtime import environment, resolve_device
@@ -106,8 +114,9 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
         opts.nearest = resolve_classes([nearest], dataset.classes)[0]
     if not opts.cache_dir:
         opts.cache_dir = cache_dir()
-    outputs = model_outputs(model, dataset)
-    orig = model_outputs(_load_related(original, meta, "original")[0], dataset) if original else None
+    rows = train_rows(dataset, opts.max_train_samples)
+    outputs = model_outputs(model, dataset, rows)
+    orig = model_outputs(_load_related(original, meta, "original")[0], dataset, rows) if original else None
     retr = []
     for path in retrained:
         r_model, r_meta = _load_related(path, meta, "retrained")
@@ -115,7 +124,7 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
             raise ConfigError(f"retrained model {path} excluded classes {r_meta.get('excluded_names')} but this "
                               f"evaluation forgets {[dataset.classes[i] for i in forget_ids]}: retrain without "
                               "exactly the forget classes (fastforget train --exclude ...)")
-        retr.append(model_outputs(r_model, dataset))
+        retr.append(model_outputs(r_model, dataset, rows))
     results, skipped = compute_metrics(outputs, dataset, forget_ids, original=orig, retrained=retr, options=opts)
     if "ulira" in opts.metrics:
         if not meta.get("method"):

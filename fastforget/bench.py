@@ -24,7 +24,15 @@ from fastforget.config import Config, load_config
 from fastforget.data import ImageDataset, load_dataset, resolve_classes
 from fastforget.data.sources import cache_dir
 from fastforget.errors import ConfigError
-from fastforget.evaluate import EvalOptions, Outputs, evaluate, model_outputs, rmia_for_model, ulira_for_method
+from fastforget.evaluate import (
+    EvalOptions,
+    Outputs,
+    evaluate,
+    model_outputs,
+    rmia_for_model,
+    train_rows,
+    ulira_for_method,
+)
 from fastforget.io import append_jsonl, atomic_write, write_json
 from fastforget.runtime import environment, progress_enabled, resolve_device
 from fastforget.shadows import recipe_key
@@ -149,6 +157,7 @@ def run(bench: BenchPlan, out: str | Path) -> Path:
     cells = [(seed, forget, method) for seed in bench.seeds for forget in bench.forget_sets for method in bench.methods]
     todo = [c for c in cells if f"{c[2]}|{_tag(c[1])}|s{c[0]}" not in done]
     device = resolve_device(bench.cfg.train.device)
+    rows = train_rows(bench.dataset, options.max_train_samples)
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="bench", disable=not progress_enabled())
     cache: dict[tuple, tuple] = {}
     for seed, forget, method in todo:
@@ -156,12 +165,12 @@ def run(bench: BenchPlan, out: str | Path) -> Path:
         if ("original", seed) not in cache:
             cache = {k: v for k, v in cache.items() if k[1] != seed - 1}  # keep memory flat across seeds
             model, meta = _model(models / f"original-s{seed}", bench, seed=seed, exclude=[], desc="original")
-            cache[("original", seed)] = (model, meta, model_outputs(model, bench.dataset))
+            cache[("original", seed)] = (model, meta, model_outputs(model, bench.dataset, rows))
         if (_tag(forget), seed) not in cache:
             retrained = [_model(models / f"retrained-{_tag(forget)}-s{seed + k * FLOOR_SEED_OFFSET}", bench,
                                 seed=seed + k * FLOOR_SEED_OFFSET, exclude=forget, desc="retrain")
                          for k in range(max(1, s["retrained_seeds"]))]
-            cache[(_tag(forget), seed)] = ([model_outputs(m, bench.dataset) for m, _ in retrained], retrained[0])
+            cache[(_tag(forget), seed)] = ([model_outputs(m, bench.dataset, rows) for m, _ in retrained], retrained[0])
         original, original_meta, original_out = cache[("original", seed)]
         retrained_outs, (gold_model, gold_meta) = cache[(_tag(forget), seed)]
         record = _run_cell(bench, method, forget, seed, original, original_meta, original_out, retrained_outs,
@@ -197,7 +206,8 @@ def _run_cell(bench: BenchPlan, method: str, forget: list[int], seed: int, origi
         model, hp, wall, memory = result.model, result.hyperparameters, result.wall_seconds, result.peak_memory_bytes
         memory_kind = result.memory_kind
     options.seed = seed
-    outputs = retrained_outs[0] if method == "retrain" else model_outputs(model, bench.dataset)
+    outputs = retrained_outs[0] if method == "retrain" else model_outputs(model, bench.dataset,
+                                                                          retrained_outs[0].train_rows)
     # The retrain row is compared with the *other* retrained seeds: against itself its UTV would be 0 by definition.
     references = retrained_outs[1:] if method == "retrain" else retrained_outs
     metrics, skipped = evaluate(outputs, bench.dataset, forget, original=original_out, retrained=references,

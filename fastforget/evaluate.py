@@ -26,10 +26,11 @@ ALL_METRICS = (*BASIC_METRICS, "ulira", "rmia")
 
 @dataclass
 class Outputs:
-    """Logits of one model on the training and test splits (fp32, CPU), in the data set's order."""
+    """Logits of one model (fp32, CPU) on the training samples `train_rows` (sorted) and on the whole test split."""
 
     train: torch.Tensor
     test: torch.Tensor
+    train_rows: torch.Tensor
 
     @property
     def train_probs(self) -> torch.Tensor:
@@ -39,12 +40,41 @@ class Outputs:
     def test_probs(self) -> torch.Tensor:
         return self.test.softmax(1)
 
+    def train_probs_at(self, rows: torch.Tensor) -> torch.Tensor:
+        """Probabilities on the training samples `rows` (indices into the split), which must have been evaluated."""
+        positions = torch.searchsorted(self.train_rows, rows).clamp(max=len(self.train_rows) - 1)
+        if not torch.equal(self.train_rows[positions], rows):
+            raise ValueError("these outputs were computed on another subset of the training split")
+        return self.train_probs[positions]
 
-def model_outputs(model: nn.Module | Outputs, dataset: ImageDataset, batch_size: int = 512) -> Outputs:
+
+def train_rows(dataset: ImageDataset, limit: int) -> torch.Tensor:
+    """The training samples the train-split metrics use: all, or a class-stratified `limit` of them.
+
+    The subsample is seeded by the data set alone, so every model of an evaluation or a benchmark sees the same
+    rows; the test split is always used whole.
+    """
+    labels = dataset.train_labels
+    if not limit or limit >= len(labels):
+        return torch.arange(len(labels))
+    generator = torch.Generator().manual_seed(0)
+    picked = []
+    for c in range(dataset.num_classes):
+        members = torch.nonzero(labels == c).flatten()
+        take = max(1, round(limit * len(members) / len(labels)))
+        picked.append(members[torch.randperm(len(members), generator=generator)[:take]])
+    return torch.cat(picked).sort().values
+
+
+def model_outputs(model: nn.Module | Outputs, dataset: ImageDataset, rows: torch.Tensor | None = None,
+                  batch_size: int = 512) -> Outputs:
+    rows = torch.arange(len(dataset.train_labels)) if rows is None else rows
     if isinstance(model, Outputs):
+        if not torch.equal(model.train_rows, rows):
+            raise ValueError("outputs were computed on another subset of the training split than requested")
         return model
-    return Outputs(train=predict_logits(model, dataset.train_images, dataset, batch_size=batch_size),
-                   test=predict_logits(model, dataset.test_images, dataset, batch_size=batch_size))
+    return Outputs(train=predict_logits(model, dataset.train_images[rows], dataset, batch_size=batch_size),
+                   test=predict_logits(model, dataset.test_images, dataset, batch_size=batch_size), train_rows=rows)
 
 
 @dataclass
@@ -58,6 +88,7 @@ class EvalOptions:
     shadows: int = 2                    # U-LIRA shadow pairs
     reference_models: int = 2           # RMIA reference models
     max_attack_samples: int = 1000      # forget samples U-LIRA scores, per model
+    max_train_samples: int = 10000      # train-split metrics on a stratified subsample (0: the whole split)
     cache_dir: str | Path = ""          # where shadow and reference models are kept
 
 
@@ -78,21 +109,23 @@ def evaluate(
     unknown = set(options.metrics) - set(ALL_METRICS)
     if unknown:
         raise ConfigError(f"unknown metric(s) {sorted(unknown)}; choose from {', '.join(ALL_METRICS)}")
-    out = model_outputs(model, dataset)
-    orig = model_outputs(original, dataset) if original is not None else None
-    retr = [model_outputs(r, dataset) for r in retrained]
-    splits = ForgetSplits.from_labels(dataset.train_labels, dataset.test_labels, list(forget))
-    results: dict = {}
+    rows = train_rows(dataset, options.max_train_samples)
+    out = model_outputs(model, dataset, rows)
+    orig = model_outputs(original, dataset, rows) if original is not None else None
+    retr = [model_outputs(r, dataset, rows) for r in retrained]
+    labels_train = dataset.train_labels[rows]
+    splits = ForgetSplits.from_labels(labels_train, dataset.test_labels, list(forget))  # train_* index `rows`
+    results: dict = {"train_samples_evaluated": len(rows)}
     skipped: dict[str, str] = {}
     wanted = set(options.metrics)
 
     if "accuracy" in wanted:
         test = metrics.accuracy(out.test_probs, dataset.test_labels, forget)
-        train = metrics.accuracy(out.train_probs, dataset.train_labels, forget)
+        train = metrics.accuracy(out.train_probs, labels_train, forget)
         results |= {"acc_r_test": test.acc_r, "acc_f_test": test.acc_f, "acc_r_train": train.acc_r,
                     "acc_f_train": train.acc_f, "per_class_acc_test": test.per_class}
     if "mia" in wanted:
-        m = metrics.mia(out.train_probs, dataset.train_labels, out.test_probs, dataset.test_labels, forget,
+        m = metrics.mia(out.train_probs, labels_train, out.test_probs, dataset.test_labels, forget,
                         feature=options.mia_feature, max_per_side=options.max_per_side, seed=options.seed)
         results |= {"mia": m.score, "mia_feature": m.feature, "mia_attack_auc": m.attack_heldout_auc,
                     "mia_attack_balanced_accuracy": m.attack_heldout_balanced_accuracy,
@@ -109,7 +142,7 @@ def evaluate(
         else:
             m = metrics.mia_nn(out.test_probs, dataset.test_labels, forget, nearest,
                                protocol=options.mia_nn_protocol, probs_train=out.train_probs,
-                               labels_train=dataset.train_labels, max_per_side=options.max_per_side,
+                               labels_train=labels_train, max_per_side=options.max_per_side,
                                seed=options.seed)
             results |= {"mia_nn": m.score, "mia_nn_class": nearest, "mia_nn_class_name": dataset.classes[nearest],
                         "mia_nn_class_from": source, "mia_nn_protocol": m.protocol}
@@ -136,8 +169,10 @@ def evaluate(
     return results, skipped
 
 
-def _forget_rows(splits: ForgetSplits, limit: int, seed: int) -> torch.Tensor:
-    rows = splits.train_f
+def _forget_rows(evaluated: torch.Tensor, dataset: ImageDataset, forget: Sequence[int], limit: int,
+                 seed: int) -> torch.Tensor:
+    """Up to `limit` forget-class training samples among those evaluated (seeded), sorted."""
+    rows = evaluated[torch.isin(dataset.train_labels[evaluated], torch.tensor(list(forget)))]
     if len(rows) > limit:
         rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:limit]].sort().values
     return rows
@@ -157,8 +192,8 @@ def ulira_for_method(
     """U-LIRA: shadow originals (cached) unlearned with `method`, against shadow retrained models (cached)."""
     from fastforget.unlearn import UnlearnContext, run_method
 
-    splits = ForgetSplits.from_labels(dataset.train_labels, dataset.test_labels, list(forget))
-    rows = _forget_rows(splits, options.max_attack_samples, options.seed)
+    out = model_outputs(model, dataset, train_rows(dataset, options.max_train_samples))
+    rows = _forget_rows(out.train_rows, dataset, forget, options.max_attack_samples, options.seed)
     images, labels = dataset.train_images[rows], dataset.train_labels[rows]
     originals = shadow_models(cfg, dataset, kind="original", count=options.shadows, cache_dir=options.cache_dir)
     retrained_shadows = shadow_models(cfg, dataset, kind="retrained", count=options.shadows,
@@ -174,8 +209,9 @@ def ulira_for_method(
     def probs(models: Sequence[nn.Module]) -> torch.Tensor:
         return torch.stack([predict_logits(m, images, dataset).softmax(1) for m in models])
 
-    target = model_outputs(model, dataset).train_probs[rows]
-    target_retrained = model_outputs(retrained, dataset).train_probs[rows] if retrained is not None else None
+    target = out.train_probs_at(rows)
+    target_retrained = model_outputs(retrained, dataset, out.train_rows).train_probs_at(rows) \
+        if retrained is not None else None
     result = metrics.ulira(probs(unlearned), probs(retrained_shadows), labels, target=target,
                            target_retrained=target_retrained)
     return {"ulira": result.target_accuracy, "ulira_balanced_accuracy": result.target_balanced_accuracy,
@@ -186,27 +222,27 @@ def ulira_for_method(
 def rmia_for_model(model: nn.Module | Outputs, cfg: Config, dataset: ImageDataset, forget: Sequence[int], *,
                    options: EvalOptions) -> dict:
     """RMIA AUCs (D_train_f vs D_test_f, D_train_r vs D_test_r) with reference models on random halves."""
-    out = model_outputs(model, dataset)
+    out = model_outputs(model, dataset, train_rows(dataset, options.max_train_samples))
     references = shadow_models(cfg, dataset, kind="half", count=options.reference_models, cache_dir=options.cache_dir)
-    splits = ForgetSplits.from_labels(dataset.train_labels, dataset.test_labels, list(forget))
+    splits = ForgetSplits.from_labels(dataset.train_labels[out.train_rows], dataset.test_labels, list(forget))
     generator = torch.Generator().manual_seed(options.seed)
     cap = options.max_per_side
     test_r = splits.test_r[torch.randperm(len(splits.test_r), generator=generator)]
     population, test_r_eval = test_r[: len(test_r) // 2], test_r[len(test_r) // 2:][:cap]
-    train_r = splits.train_r[torch.randperm(len(splits.train_r), generator=generator)[:cap]]
-    train_f, test_f = splits.train_f[:cap], splits.test_f[:cap]
-    train_rows = torch.cat([train_f, train_r])
+    train_r = out.train_rows[splits.train_r[torch.randperm(len(splits.train_r), generator=generator)[:cap]]]
+    train_f, test_f = out.train_rows[splits.train_f[:cap]], splits.test_f[:cap]
+    x_train = torch.cat([train_f, train_r])
     test_rows = torch.cat([test_f, test_r_eval, population])
-    ref_train = torch.stack([predict_logits(m, dataset.train_images[train_rows], dataset).softmax(1)
+    ref_train = torch.stack([predict_logits(m, dataset.train_images[x_train], dataset).softmax(1)
                              for m in references])
     ref_test = torch.stack([predict_logits(m, dataset.test_images[test_rows], dataset).softmax(1)
                             for m in references])
-    halves = torch.stack([reference_half(len(dataset.train_labels), i)[train_rows]
+    halves = torch.stack([reference_half(len(dataset.train_labels), i)[x_train]
                           for i in range(len(references))])
     n_x_test = len(test_f) + len(test_r_eval)
-    target_x = torch.cat([out.train_probs[train_rows], out.test_probs[test_rows[:n_x_test]]])
-    labels_x = torch.cat([dataset.train_labels[train_rows], dataset.test_labels[test_rows[:n_x_test]]])
-    members_x = torch.cat([torch.ones(len(train_rows), dtype=torch.bool), torch.zeros(n_x_test, dtype=torch.bool)])
+    target_x = torch.cat([out.train_probs_at(x_train), out.test_probs[test_rows[:n_x_test]]])
+    labels_x = torch.cat([dataset.train_labels[x_train], dataset.test_labels[test_rows[:n_x_test]]])
+    members_x = torch.cat([torch.ones(len(x_train), dtype=torch.bool), torch.zeros(n_x_test, dtype=torch.bool)])
     reference_x = torch.cat([ref_train, ref_test[:, :n_x_test]], dim=1)
     reference_in_x = torch.cat([halves, torch.zeros(len(references), n_x_test, dtype=torch.bool)], dim=1)
     # Offline: the references never train on test samples, so "online" would estimate Pr(x) from IN models for the

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import DIGITS_FORGET
 
 from fastforget import api, shadows
@@ -195,3 +196,27 @@ def test_a_second_run_reuses_the_cached_shadow_and_reference_models(full_report,
                          options={**STRONG_OPTIONS, "cache_dir": str(small_unlearned["cache"])})
     for key in ("ulira", "rmia_auc_f", "rmia_auc_r"):
         assert again[key] == pytest.approx(full_report[key]), key
+
+
+def test_train_split_metrics_on_a_stratified_subsample(digits_original, digits_retrained):
+    """Large training splits are evaluated on a seeded, class-stratified subsample shared by every model."""
+    from fastforget.evaluate import EvalOptions, model_outputs, train_rows
+
+    dataset = load_dataset("digits")
+    rows = train_rows(dataset, 500)
+    assert torch.equal(rows, train_rows(dataset, 500)) and torch.equal(rows, rows.sort().values)
+    counts = torch.bincount(dataset.train_labels[rows], minlength=10).float()
+    share = torch.bincount(dataset.train_labels, minlength=10).float() / len(dataset.train_labels)
+    assert abs(len(rows) - 500) <= 10 and torch.allclose(counts / len(rows), share, atol=0.01)
+    options = EvalOptions(metrics=("accuracy", "utv"), max_train_samples=500)
+    results, _ = evaluate(digits_original.model, dataset, DIGITS_FORGET, retrained=[digits_retrained.model],
+                          options=options)
+    assert results["train_samples_evaluated"] == len(rows)
+    out = model_outputs(digits_original.model, dataset, rows)
+    forget_rows = rows[dataset.train_labels[rows] == DIGITS_FORGET[0]]
+    p = out.train_probs_at(forget_rows).double().numpy()
+    q = model_outputs(digits_retrained.model, dataset, rows).train_probs_at(forget_rows).double().numpy()
+    assert results["utv_train"] == pytest.approx(0.5 * np.abs(p - q).sum(1).mean(), rel=1e-5)
+    with pytest.raises(ValueError, match="another subset"):
+        out.train_probs_at(torch.tensor([int(torch.nonzero(~torch.isin(torch.arange(len(dataset.train_labels)),
+                                                                        rows))[0])]))
