@@ -115,8 +115,9 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
     if not opts.cache_dir:
         opts.cache_dir = cache_dir()
     rows = train_rows(dataset, opts.max_train_samples)
-    outputs = model_outputs(model, dataset, rows)
-    orig = model_outputs(_load_related(original, meta, "original")[0], dataset, rows) if original else None
+    outputs = model_outputs(model, dataset, rows, amp=opts.amp)
+    orig = model_outputs(_load_related(original, meta, "original")[0], dataset, rows, amp=opts.amp) \
+        if original else None
     retr = []
     for path in retrained:
         r_model, r_meta = _load_related(path, meta, "retrained")
@@ -124,7 +125,7 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
             raise ConfigError(f"retrained model {path} excluded classes {r_meta.get('excluded_names')} but this "
                               f"evaluation forgets {[dataset.classes[i] for i in forget_ids]}: retrain without "
                               "exactly the forget classes (fastforget train --exclude ...)")
-        retr.append(model_outputs(r_model, dataset, rows))
+        retr.append(model_outputs(r_model, dataset, rows, amp=opts.amp))
     results, skipped = compute_metrics(outputs, dataset, forget_ids, original=orig, retrained=retr, options=opts)
     if "ulira" in opts.metrics:
         if not meta.get("method"):

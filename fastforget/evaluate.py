@@ -67,14 +67,17 @@ def train_rows(dataset: ImageDataset, limit: int) -> torch.Tensor:
 
 
 def model_outputs(model: nn.Module | Outputs, dataset: ImageDataset, rows: torch.Tensor | None = None,
-                  batch_size: int = 512) -> Outputs:
+                  batch_size: int = 512, amp: bool = False) -> Outputs:
+    """Logits on `rows` of the training split (default: all) and on the test split; `amp` runs the model in
+    bf16/fp16 autocast, about twice as fast on CPU, at the price of logits rounded to about three digits."""
     rows = torch.arange(len(dataset.train_labels)) if rows is None else rows
     if isinstance(model, Outputs):
         if not torch.equal(model.train_rows, rows):
             raise ValueError("outputs were computed on another subset of the training split than requested")
         return model
-    return Outputs(train=predict_logits(model, dataset.train_images[rows], dataset, batch_size=batch_size),
-                   test=predict_logits(model, dataset.test_images, dataset, batch_size=batch_size), train_rows=rows)
+    return Outputs(train=predict_logits(model, dataset.train_images[rows], dataset, batch_size=batch_size, amp=amp),
+                   test=predict_logits(model, dataset.test_images, dataset, batch_size=batch_size, amp=amp),
+                   train_rows=rows)
 
 
 @dataclass
@@ -89,6 +92,7 @@ class EvalOptions:
     reference_models: int = 2           # RMIA reference models
     max_attack_samples: int = 1000      # forget samples U-LIRA scores, per model
     max_train_samples: int = 10000      # train-split metrics on a stratified subsample (0: the whole split)
+    amp: bool = False                   # run models in autocast for the metrics (faster, logits less exact)
     cache_dir: str | Path = ""          # where shadow and reference models are kept
 
 
@@ -110,9 +114,9 @@ def evaluate(
     if unknown:
         raise ConfigError(f"unknown metric(s) {sorted(unknown)}; choose from {', '.join(ALL_METRICS)}")
     rows = train_rows(dataset, options.max_train_samples)
-    out = model_outputs(model, dataset, rows)
-    orig = model_outputs(original, dataset, rows) if original is not None else None
-    retr = [model_outputs(r, dataset, rows) for r in retrained]
+    out = model_outputs(model, dataset, rows, amp=options.amp)
+    orig = model_outputs(original, dataset, rows, amp=options.amp) if original is not None else None
+    retr = [model_outputs(r, dataset, rows, amp=options.amp) for r in retrained]
     labels_train = dataset.train_labels[rows]
     splits = ForgetSplits.from_labels(labels_train, dataset.test_labels, list(forget))  # train_* index `rows`
     results: dict = {"train_samples_evaluated": len(rows)}
