@@ -42,6 +42,9 @@ class UnlearnContext:
     def __post_init__(self) -> None:
         self.splits = ForgetSplits.from_labels(self.dataset.train_labels, self.dataset.test_labels, self.forget)
         self.original = self.original.to(self.device).eval()
+        # one copy of the uint8 training images on the device, shared by every loader the method builds
+        self.train_images = self.dataset.train_images.to(self.device)
+        self.train_labels = self.dataset.train_labels.to(self.device)
 
     @property
     def num_classes(self) -> int:
@@ -56,7 +59,7 @@ class UnlearnContext:
         """Batches of training samples at `indices` with the config's augmentation (or none)."""
         aug = Augment(crop_padding=self.cfg.data.get("crop_padding", 0), flip=self.cfg.data.get("flip", False))
         return InMemoryLoader(
-            self.dataset.train_images, self.dataset.train_labels, batch_size=batch_size, shuffle=shuffle,
+            self.train_images, self.train_labels, batch_size=batch_size, shuffle=shuffle,
             augment=aug if augment else Augment(), mean=self.dataset.mean, std=self.dataset.std,
             device=self.device, drop_last=drop_last, seed=self.seed, indices=indices)
 
