@@ -6,8 +6,10 @@ writes an optimisation loop.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +23,9 @@ from tqdm.auto import tqdm
 from fastforget.checkpoint import save_checkpoint
 from fastforget.config import Config, TrainRecipe
 from fastforget.data import Augment, ImageDataset, InMemoryLoader, load_dataset, resolve_classes
-from fastforget.errors import TrainingDivergedError, UnknownClassError
+from fastforget.data.ffcv import ffcv_available, ffcv_loader
+from fastforget.data.sources import cache_dir
+from fastforget.errors import ConfigError, TrainingDivergedError, UnknownClassError
 from fastforget.models import build_model
 from fastforget.runtime import (
     amp_dtype,
@@ -191,13 +195,35 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return 100.0 * (logits.argmax(1) == labels).float().mean().item() if len(labels) else float("nan")
 
 
+def ffcv_train_file(dataset: ImageDataset) -> Path:
+    """The data set's training split as a .beton in the cache, written on first use (keyed by its content)."""
+    from fastforget.data.ffcv import write_beton
+
+    stride = max(1, len(dataset.train_labels) // 1000)
+    digest = hashlib.sha1(dataset.train_labels.numpy().tobytes())
+    digest.update(dataset.train_images[::stride].numpy().tobytes())
+    path = cache_dir() / "ffcv" / f"{dataset.name}-{digest.hexdigest()[:12]}" / "train.beton"
+    if not path.is_file():
+        write_beton(dataset.train_images, dataset.train_labels, path)
+    return path
+
+
 def make_train_loader(dataset: ImageDataset, cfg: Config, *, indices: torch.Tensor | None, batch_size: int,
-                      device: torch.device, seed: int, shuffle: bool = True, augment: bool = True) -> InMemoryLoader:
+                      device: torch.device, seed: int, shuffle: bool = True, augment: bool = True) -> Iterable:
+    """The config's loader (`data.loader`: memory or ffcv) over the training samples at `indices`."""
     aug = Augment(crop_padding=cfg.data.get("crop_padding", 0), flip=cfg.data.get("flip", False)) if augment \
         else Augment()
-    return InMemoryLoader(dataset.train_images, dataset.train_labels, batch_size=batch_size, shuffle=shuffle,
-                          augment=aug, mean=dataset.mean, std=dataset.std, device=device, drop_last=shuffle,
-                          seed=seed, indices=indices)
+    options = dict(batch_size=batch_size, shuffle=shuffle, augment=aug, mean=dataset.mean, std=dataset.std,
+                   device=device, drop_last=shuffle, seed=seed, indices=indices)
+    kind = cfg.data.get("loader", "memory")
+    if kind == "ffcv":
+        if ffcv_available():
+            return ffcv_loader(ffcv_train_file(dataset), **options)
+        warnings.warn("data.loader = 'ffcv' but FFCV is not installed here: using the in-memory loader "
+                      "(scripts/setup.sh installs FFCV where apt is available)", stacklevel=2)
+    elif kind != "memory":
+        raise ConfigError(f"data.loader must be 'memory' or 'ffcv', not {kind!r}")
+    return InMemoryLoader(dataset.train_images, dataset.train_labels, **options)
 
 
 @dataclass

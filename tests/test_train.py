@@ -100,3 +100,33 @@ def test_schedules():
     assert cycle(0) == pytest.approx(0.1) and cycle(15) == pytest.approx(1.0) and cycle(100) == 0.0
     with pytest.raises(ValueError, match="unknown schedule"):
         lr_lambda("cosine", 1, 1, 1, 1)
+
+
+def test_ffcv_config_feeds_training_the_same_batches_as_memory(tmp_path, monkeypatch):
+    from fastforget.data.ffcv import ffcv_available
+
+    if not ffcv_available():
+        pytest.skip("ffcv is not installed (scripts/setup.sh installs it where apt is available)")
+    monkeypatch.setenv("FASTFORGET_CACHE", str(tmp_path))
+    dataset = load_dataset("digits")
+    batches = {}
+    for kind in ("memory", "ffcv"):
+        cfg = load_config("digits", [f"data.loader={kind}", "data.crop_padding=1", "data.flip=true"])
+        loader = train_module.make_train_loader(dataset, cfg, indices=torch.arange(0, 1257, 3), batch_size=32,
+                                                device=torch.device("cpu"), seed=7)
+        batches[kind] = [tuple(t.clone() for t in batch) for _ in range(2) for batch in loader]
+    assert list(tmp_path.glob("ffcv/digits-*/train.beton"))
+    assert len(batches["memory"]) == len(batches["ffcv"]) == 2 * (419 // 32)
+    for mem, ffc in zip(batches["memory"], batches["ffcv"], strict=True):
+        for a, b in zip(mem, ffc, strict=True):
+            assert torch.equal(a, b)
+    trained = train_model(load_config("digits", ["train.epochs=3", "model.width=8", "data.loader=ffcv"]), seed=3)
+    assert trained.meta["test_accuracy"] > 50
+
+
+def test_missing_ffcv_falls_back_with_a_warning(monkeypatch):
+    monkeypatch.setattr(train_module, "ffcv_available", lambda: False)
+    with pytest.warns(UserWarning, match="FFCV is not installed"):
+        train_model(load_config("digits", ["train.epochs=1", "model.width=8", "data.loader=ffcv"]))
+    with pytest.raises(Exception, match="data.loader must be"):
+        train_model(load_config("digits", ["train.epochs=1", "data.loader=dali"]))
