@@ -25,6 +25,6 @@ fi
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # torch first, from the pinned release (FFCV's build and the package both need it present).
-.venv/bin/python -m pip install -q -c constraints.txt torch torchvision setuptools wheel
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[${EXTRAS}]"
+.venv/bin/python -m pip install -qq -c constraints.txt torch torchvision setuptools wheel
+.venv/bin/python -m pip install -qq -c constraints.txt -e ".[${EXTRAS}]"
 echo "setup: done (.venv ready; extras: ${EXTRAS})"

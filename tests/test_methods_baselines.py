@@ -128,7 +128,7 @@ def test_ga_raises_the_forget_loss(ctx, digits_original):
         logits = predict_logits(model, ctx.dataset.train_images[ctx.splits.train_f], ctx.dataset)
         return F.cross_entropy(logits, ctx.dataset.train_labels[ctx.splits.train_f]).item()
 
-    result = run_method("ga", ctx, {"epochs": 10, "freeze_bn": True})
+    result = run_method("ga", ctx, {"epochs": 10, "freeze_bn": True, "batch_size": 128})
     assert forget_loss(result.model) > 1.1 * forget_loss(digits_original.model)
 
 
