@@ -1,7 +1,8 @@
 """fastforget: erase whole classes from image classifiers, fast, and measure how well they were erased.
 
-Everything the commands do is importable from here (`from fastforget import train, unlearn, evaluate, bench`);
-the names load on first use, so `import fastforget` stays cheap.
+What the commands do is `fastforget.api` (`api.train`, `api.unlearn`, `api.evaluate`, `api.bench`); the
+building blocks below are importable from here and load on first use, so `import fastforget` stays cheap.
+(The command names themselves are not re-exported: they are also the names of submodules.)
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "train": "fastforget.api", "unlearn": "fastforget.api", "evaluate": "fastforget.api", "bench": "fastforget.api",
     "load_config": "fastforget.config", "load_dataset": "fastforget.data", "resolve_classes": "fastforget.data",
     "build_model": "fastforget.models", "load_checkpoint": "fastforget.checkpoint",
     "save_checkpoint": "fastforget.checkpoint", "train_model": "fastforget.train", "fit": "fastforget.train",

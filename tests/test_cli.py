@@ -169,6 +169,19 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: no checkpoint at"), done.stderr
 
 
+def test_the_installed_command_runs_a_bench_grid_in_a_fresh_process(tmp_path):
+    """`fastforget bench` (what `make demo` runs) from a clean interpreter, where no test has imported anything."""
+    script = Path(sys.executable).with_name("fastforget")
+    if not script.is_file():
+        pytest.skip(f"console script {script} not installed (pip install -e .)")
+    env = {**os.environ, "FASTFORGET_PROGRESS": "0", "FASTFORGET_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([script, "bench", "--out", tmp_path / "grid", "--methods", "original,rw-mask", "--forget",
+                           "3", "--set", "train.epochs=2", "model.width=8", "bench.retrained_seeds=1"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "table2_accuracy_mia" in done.stdout and (tmp_path / "grid" / "report.md").is_file()
+
+
 def test_data_prepare_writes_beton_files(tmp_path):
     from fastforget.data.ffcv import ffcv_available
 
