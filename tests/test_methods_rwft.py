@@ -45,7 +45,7 @@ def test_forgets_and_keeps_retained_accuracy(method, digits_original, digits_cfg
     assert base_f > 90 and acc_f == 0.0
     assert acc_r >= base_r - 2.0, (acc_r, base_r)
     assert all(torch.equal(v, before[k]) for k, v in digits_original.model.state_dict().items())  # original intact
-    assert result.wall_seconds > 0 and (method == "rw-mask" or result.hyperparameters)
+    assert 0 < result.wall_seconds and (method == "rw-mask" or result.hyperparameters)  # timed, not judged
 
 
 def test_rwft_2_o_changes_only_its_blocks(digits_original, digits_cfg, digits):
