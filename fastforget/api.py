@@ -6,8 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from fastforget import metrics
 from fastforget.checkpoint import load_checkpoint, save_checkpoint
 from fastforget.config import Config, load_config
 from fastforget.data import load_dataset, resolve_classes
@@ -25,7 +24,7 @@ from fastforget.evaluate import (
 from fastforget.evaluate import evaluate as compute_metrics
 from fastforget.io import write_json
 from fastforget.runtime import environment, resolve_device
-from fastforget.train import TrainedModel, accuracy, predict_logits, train_model
+from fastforget.train import TrainedModel, predict_logits, train_model
 from fastforget.unlearn import UnlearnContext, UnlearnResult, run_method
 
 
@@ -65,8 +64,8 @@ def unlearn(method: str, checkpoint: str | Path, forget: Sequence[str | int] = (
     ctx = UnlearnContext(original=original, meta=meta, dataset=dataset, forget=forget_ids, cfg=cfg, device=device,
                          seed=seed)
     result = run_method(method, ctx, hyperparameters)
-    logits = predict_logits(result.model, dataset.test_images, dataset)
-    is_forget = torch.isin(dataset.test_labels, torch.tensor(forget_ids))
+    test = metrics.accuracy(predict_logits(result.model, dataset.test_images, dataset).softmax(1),
+                            dataset.test_labels, forget_ids)
     new_meta = {
         **{k: v for k, v in meta.items() if k not in ("wrappers",)},
         "method": method,
@@ -78,8 +77,8 @@ def unlearn(method: str, checkpoint: str | Path, forget: Sequence[str | int] = (
         "peak_memory_kind": result.memory_kind,
         "original_checkpoint": str(checkpoint),
         "original_test_accuracy": meta.get("test_accuracy"),
-        "acc_r_test": accuracy(logits[~is_forget], dataset.test_labels[~is_forget]),
-        "acc_f_test": accuracy(logits[is_forget], dataset.test_labels[is_forget]),
+        "acc_r_test": test.acc_r,
+        "acc_f_test": test.acc_f,
         "seed": seed,
         "config": cfg.raw,
         "versions": environment(device),
@@ -149,7 +148,6 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
     if json_path:
         write_json(json_path, report)
     return report
-
 
 
 def bench(config: str | Path, *, out: str | Path, methods: Sequence[str] | None = None,

@@ -125,6 +125,11 @@ def _tag(forget: Sequence[int]) -> str:
     return "-".join(map(str, forget))
 
 
+def _cell_key(method: str, forget: Sequence[int], seed: int) -> str:
+    """A cell's key in results.jsonl: what a resumed run skips."""
+    return f"{method}|{_tag(forget)}|s{seed}"
+
+
 def _model(folder: Path, bench: BenchPlan, *, seed: int, exclude: Sequence[int], desc: str) -> tuple:
     """Reuse the model in `folder` if its sidecar matches this config, seed and exclusion; else train it."""
     key = recipe_key(bench.cfg)
@@ -155,7 +160,7 @@ def run(bench: BenchPlan, out: str | Path) -> Path:
     options = EvalOptions(metrics=tuple(s["metrics"]), shadows=s["shadows"], reference_models=s["reference_models"],
                           cache_dir=cache_dir())
     cells = [(seed, forget, method) for seed in bench.seeds for forget in bench.forget_sets for method in bench.methods]
-    todo = [c for c in cells if f"{c[2]}|{_tag(c[1])}|s{c[0]}" not in done]
+    todo = [(seed, forget, method) for seed, forget, method in cells if _cell_key(method, forget, seed) not in done]
     device = resolve_device(bench.cfg.train.device)
     rows = train_rows(bench.dataset, options.max_train_samples)
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="bench", disable=not progress_enabled())
@@ -191,7 +196,7 @@ def _fmt(value: float | None) -> str:
 def _run_cell(bench: BenchPlan, method: str, forget: list[int], seed: int, original, original_meta: dict,
               original_out: Outputs, retrained_outs: list[Outputs], gold_model, gold_meta: dict,
               options: EvalOptions, device) -> dict:
-    record = {"cell": f"{method}|{_tag(forget)}|s{seed}", "method": method, "forget": forget,
+    record = {"cell": _cell_key(method, forget, seed), "method": method, "forget": forget,
               "forget_names": [bench.dataset.classes[i] for i in forget], "seed": seed}
     memory_kind = ""
     if method == "original":
@@ -206,8 +211,8 @@ def _run_cell(bench: BenchPlan, method: str, forget: list[int], seed: int, origi
         model, hp, wall, memory = result.model, result.hyperparameters, result.wall_seconds, result.peak_memory_bytes
         memory_kind = result.memory_kind
     options.seed = seed
-    outputs = retrained_outs[0] if method == "retrain" else model_outputs(model, bench.dataset,
-                                                                          retrained_outs[0].train_rows)
+    cached = {"original": original_out, "retrain": retrained_outs[0]}
+    outputs = cached[method] if method in cached else model_outputs(model, bench.dataset, original_out.train_rows)
     # The retrain row is compared with the *other* retrained seeds: against itself its UTV would be 0 by definition.
     references = retrained_outs[1:] if method == "retrain" else retrained_outs
     metrics, skipped = evaluate(outputs, bench.dataset, forget, original=original_out, retrained=references,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -32,11 +33,11 @@ class Outputs:
     test: torch.Tensor
     train_rows: torch.Tensor
 
-    @property
+    @cached_property
     def train_probs(self) -> torch.Tensor:
         return self.train.softmax(1)
 
-    @property
+    @cached_property
     def test_probs(self) -> torch.Tensor:
         return self.test.softmax(1)
 
@@ -154,22 +155,21 @@ def evaluate(
         if not retr:
             skipped["utv"] = "needs a retrained model of the same forget classes: give --retrained"
         else:
-            for split, rows in (("train", splits.train_f), ("test", splits.test_f)):
-                probs = getattr(out, f"{split}_probs")[rows]
-                u = metrics.utv(probs, [getattr(r, f"{split}_probs")[rows] for r in retr])
+            for split, forget_rows in (("train", splits.train_f), ("test", splits.test_f)):
+                retrained_probs = [getattr(r, f"{split}_probs")[forget_rows] for r in retr]
+                u = metrics.utv(getattr(out, f"{split}_probs")[forget_rows], retrained_probs)
                 results[f"utv_{split}"] = u.utv
                 if u.floor is not None:
                     results[f"utv_floor_{split}"] = u.floor
                 if orig is not None:  # how close the RWFT target itself is: fine-tuning cannot beat it
-                    t = metrics.target_utv(getattr(orig, split)[rows],
-                                           [getattr(r, f"{split}_probs")[rows] for r in retr], forget)
+                    t = metrics.target_utv(getattr(orig, split)[forget_rows], retrained_probs, forget)
                     results[f"utv_target_{split}"] = t.utv
     if "reassignment" in wanted:
         r = metrics.reassignment(out.test_probs, dataset.test_labels, forget,
                                  probs_original=orig.test_probs if orig is not None else None)
-        results["reassignment"] = {"reassigned": r.as_dict()["reassigned"],
-                                   "accuracy_drop": r.as_dict()["accuracy_drop"]}
-        results["confusion_test"] = r.as_dict()["confusion"]
+        moved = r.as_dict()
+        results["reassignment"] = {"reassigned": moved["reassigned"], "accuracy_drop": moved["accuracy_drop"]}
+        results["confusion_test"] = moved["confusion"]
     return results, skipped
 
 

@@ -208,13 +208,16 @@ def ffcv_train_file(dataset: ImageDataset) -> Path:
     return path
 
 
+def config_augment(cfg: Config) -> Augment:
+    """The training augmentation a config asks for (`data.crop_padding`, `data.flip`)."""
+    return Augment(crop_padding=cfg.data.get("crop_padding", 0), flip=cfg.data.get("flip", False))
+
+
 def make_train_loader(dataset: ImageDataset, cfg: Config, *, indices: torch.Tensor | None, batch_size: int,
                       device: torch.device, seed: int, shuffle: bool = True, augment: bool = True) -> Iterable:
     """The config's loader (`data.loader`: memory or ffcv) over the training samples at `indices`."""
-    aug = Augment(crop_padding=cfg.data.get("crop_padding", 0), flip=cfg.data.get("flip", False)) if augment \
-        else Augment()
-    options = dict(batch_size=batch_size, shuffle=shuffle, augment=aug, mean=dataset.mean, std=dataset.std,
-                   device=device, drop_last=shuffle, seed=seed, indices=indices)
+    options = dict(batch_size=batch_size, shuffle=shuffle, augment=config_augment(cfg) if augment else Augment(),
+                   mean=dataset.mean, std=dataset.std, device=device, drop_last=shuffle, seed=seed, indices=indices)
     kind = cfg.data.get("loader", "memory")
     if kind == "ffcv":
         if ffcv_available():

@@ -20,6 +20,7 @@ from fastforget.config import Config
 from fastforget.data import Augment, ForgetSplits, ImageDataset, InMemoryLoader
 from fastforget.errors import FastForgetError
 from fastforget.runtime import measure, seed_everything
+from fastforget.train import config_augment
 
 
 class UnknownMethodError(FastForgetError):
@@ -57,10 +58,9 @@ class UnlearnContext:
     def loader(self, indices: torch.Tensor, batch_size: int, *, shuffle: bool = True, augment: bool = True,
                drop_last: bool = False) -> InMemoryLoader:
         """Batches of training samples at `indices` with the config's augmentation (or none)."""
-        aug = Augment(crop_padding=self.cfg.data.get("crop_padding", 0), flip=self.cfg.data.get("flip", False))
         return InMemoryLoader(
             self.train_images, self.train_labels, batch_size=batch_size, shuffle=shuffle,
-            augment=aug if augment else Augment(), mean=self.dataset.mean, std=self.dataset.std,
+            augment=config_augment(self.cfg) if augment else Augment(), mean=self.dataset.mean, std=self.dataset.std,
             device=self.device, drop_last=drop_last, seed=self.seed, indices=indices)
 
 

@@ -44,15 +44,15 @@ class MixedLoader:
         forget_size = max(1, batch_size - retain_size)
         self.forget = ctx.loader(ctx.splits.train_f, forget_size, augment=augment)
         self.retain = ctx.loader(ctx.splits.train_r, retain_size, augment=augment, drop_last=True)
-        self._retain_iter: Iterator | None = None
+        self._retain_iter = iter(self.retain)
 
     def __len__(self) -> int:
         return len(self.forget)
 
     def _next_retain(self) -> tuple:
         try:
-            return next(self._retain_iter)  # type: ignore[arg-type]
-        except (StopIteration, TypeError):
+            return next(self._retain_iter)
+        except StopIteration:
             self._retain_iter = iter(self.retain)
             return next(self._retain_iter)
 
@@ -66,10 +66,9 @@ def reweight_finetune(ctx: UnlearnContext, model: nn.Module, hp: dict, *,
                       params: Sequence[nn.Parameter], desc: str) -> nn.Module:
     """Fine-tune `params` of `model` towards the original's reweighted prediction on forget samples."""
     warn_if_label_smoothing(ctx.meta)
-    if hp["reassign"] not in ("proportional", "max-class"):
-        raise ValueError(f"reassign must be 'proportional' or 'max-class', not {hp['reassign']!r}")
     forget = torch.tensor(ctx.forget, device=ctx.device)
-    criterion = kernels.ReweightedCrossEntropyLoss(ctx.forget, hp["reassign"])  # forget mask built once
+    # built once (forget mask cached); it also rejects an unknown `reassign`
+    criterion = kernels.ReweightedCrossEntropyLoss(ctx.forget, hp["reassign"])
     teacher = ctx.original
     mixing = hp["retain_fraction"] > 0
     table = None
