@@ -10,8 +10,9 @@ over subsets is what N buys: a default N must give a headline that does not depe
 RMIA comparison: the same targets against 2, 4 and 8 reference models on paired random halves, with `a` tuned on
 the references and with the paper's CIFAR-10 value 0.3.
 
-Writes OUT/attack_protocols.json and prints the markdown tables. Shadow and reference models are cached like
-every other (FASTFORGET_CACHE), so a rerun, or the digits benchmark afterwards, reuses them.
+Writes OUT/attack_protocols.json (and every model's logits, OUT/logits.pt) and prints the markdown tables.
+Shadow and reference models are cached like every other (FASTFORGET_CACHE), so a rerun, or the digits benchmark
+afterwards, reuses them.
 """
 
 from __future__ import annotations
@@ -69,11 +70,13 @@ def main() -> None:
     retrained_logits = logits(shadow_retrained)
     retrained_target = logits([retrained])[0]
     targets, curve = {}, {}
+    saved = {"rows": rows, "retrained_shadows": retrained_logits, "retrained_target": retrained_target}
     for method in TARGETS:
         replay = api.method_replay(method, {}, cfg, dataset, forget, device)
         targets[method] = replay(original, 1)  # seed 1: the retrain target is not the seed-0 retrained model
         unlearned_logits = logits([replay(m, replay_seed(i)) for i, m in enumerate(shadow_originals)])
         target_logits = logits([targets[method]])[0]
+        saved[f"{method}/unlearned_shadows"], saved[f"{method}/target"] = unlearned_logits, target_logits
         curve[method] = {}
         for n in CURVE:
             subsets = list(itertools.combinations(range(POOL), n))
@@ -103,9 +106,11 @@ def main() -> None:
     labels_x = torch.cat([dataset.train_labels[evaluated], dataset.test_labels])
     members = torch.cat([torch.ones(n_train, dtype=torch.bool), torch.zeros(n_test, dtype=torch.bool)])
     comparison = {}
+    saved |= {"references": reference_logits, "reference_in": reference_in, "labels_x": labels_x, "members": members}
     for method, model in targets.items():
         out = model_outputs(model, dataset, evaluated)
         target_x = torch.cat([out.train, out.test])
+        saved[f"{method}/target_x"] = target_x
         comparison[method] = {}
         for count in REFERENCES:
             for a in (None, 0.3):
@@ -120,6 +125,7 @@ def main() -> None:
     report = {"config": cfg.raw, "forget": forget, "pool": POOL, "curve": curve, "rmia": comparison,
               "seconds": time.perf_counter() - started, "versions": environment(device)}
     (args.out / "attack_protocols.json").write_text(json.dumps(report, indent=2) + "\n")
+    torch.save(saved, args.out / "logits.pt")  # every model's outputs, to recompute any other protocol offline
     print_tables(report)
 
 

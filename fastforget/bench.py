@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from fastforget.api import method_replay
 from fastforget.checkpoint import load_checkpoint, save_checkpoint
 from fastforget.config import Config, load_config
 from fastforget.data import ImageDataset, load_dataset, resolve_classes
@@ -204,8 +205,6 @@ def _fmt(value: float | None) -> str:
 def _run_cell(bench: BenchPlan, method: str, forget: list[int], seed: int, original, original_meta: dict,
               original_out: Outputs, retrained_outs: list[Outputs], gold_model, gold_meta: dict,
               options: EvalOptions, attack: AttackSetup, device) -> dict:
-    from fastforget.api import method_replay
-
     record = {"cell": _cell_key(method, forget, seed), "method": method, "forget": forget,
               "forget_names": [bench.dataset.classes[i] for i in forget], "seed": seed}
     memory_kind = ""

@@ -185,12 +185,23 @@ def bench(
     forget: Annotated[list[str] | None, typer.Option(help="forget classes, one cell each (default: the config's)")]
     = None,
     seeds: Annotated[int | None, typer.Option(help="number of seeds")] = None,
+    metrics: Annotated[str | None, typer.Option(help=_metric_help() + "; ulira and rmia train models of their own")]
+    = None,
     set_: SetOpt = None,
 ) -> None:
-    """Run the grid (seeds x forget classes x methods x metrics); rerun the same command to resume."""
+    """Run the grid (seeds x forget classes x methods x metrics); rerun the same command to resume.
+
+    Example: fastforget bench --config digits --metrics accuracy,mia,mia_nn,utv,ulira,rmia --out runs/digits
+    """
+    overrides = [*(set_ or []), *([_list_override("bench.metrics", _split([metrics]))] if metrics else [])]
     report = api.bench(config, out=out, methods=_split([methods]) if methods else None, forget=_split(forget),
-                       seeds=seeds, overrides=set_ or [])
+                       seeds=seeds, overrides=overrides)
     _print_tables(report)
+
+
+def _list_override(key: str, values) -> str:
+    """A config override that sets `key` to a list of strings."""
+    return f"{key}=[{', '.join(repr(str(v)) for v in values)}]"
 
 
 def _print_tables(report: Path) -> None:
@@ -208,8 +219,9 @@ def demo(
 ) -> None:
     """The main job on built-in data: train, retrain, unlearn with every method, evaluate, report (digits)."""
     typer.echo(f"fastforget demo: forgetting digit {forget} from a CNN trained on scikit-learn digits -> {out}")
-    metrics = ", ".join(f'"{name}"' for name in default_metrics())  # not U-LIRA and RMIA: they train many models
-    report = api.bench("digits", out=out, forget=[forget], overrides=[f"bench.metrics=[{metrics}]"])
+    # The default metrics, not U-LIRA and RMIA: they train many models of their own.
+    report = api.bench("digits", out=out, forget=[forget], overrides=[_list_override("bench.metrics",
+                                                                                     default_metrics())])
     _print_tables(report)
 
 

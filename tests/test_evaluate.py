@@ -179,6 +179,15 @@ def test_target_utv_follows_the_methods_reassignment_rule(saved, tmp_path, digit
     assert report["utv_target_reassign"] == reassign
 
 
+@pytest.mark.parametrize("metric, option, fragment", [("ulira", {"shadows": 1}, "--shadows"),
+                                                      ("rmia", {"reference_models": 1}, "--reference-models")])
+def test_too_few_attack_models_is_a_clear_error_before_anything_trains(saved, monkeypatch, metric, option,
+                                                                       fragment):
+    monkeypatch.setattr(shadows, "train_model", lambda *a, **k: pytest.fail("trained a model for a refused run"))
+    with pytest.raises(ConfigError, match=fragment):
+        api.evaluate(saved["retrained"], retrained=[saved["retrained"]], metrics=[metric], options=option)
+
+
 # --- U-LIRA, RMIA, JSON and plots through api.evaluate -------------------------------------------------------------
 
 # Recorded in the sidecar: shadow models train with it too (bf16 autocast is slower for this CNN on CPU).

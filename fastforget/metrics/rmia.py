@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from scipy.special import log_softmax, logsumexp
 
+from fastforget.errors import ConfigError
 from fastforget.metrics._common import (
     ArrayLike,
     MetricResult,
@@ -194,6 +195,10 @@ def rmia(target_x: ArrayLike, labels_x: ArrayLike, members_x: ArrayLike, referen
                    Column("rmia_tpr_at_1pct_fpr_r", "TPR@1%FPR r", "none", decimals=3)],
           settings={"reference_models": REFERENCE_MODELS, "rmia_a": None})
 def compute_rmia(ctx: EvalContext) -> dict:
+    if ctx.setting("reference_models") < 2:
+        raise ConfigError(f"RMIA needs at least 2 reference models (paired halves: every sample has one that did "
+                          f"not train on it), got {ctx.setting('reference_models')}: raise --reference-models "
+                          f"(bench.reference_models), the default is {REFERENCE_MODELS}")
     references = ctx.references_on(ctx.rows)
     n_train, n_test = len(ctx.rows), len(ctx.dataset.test_labels)
     result = rmia(

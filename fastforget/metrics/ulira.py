@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 
+from fastforget.errors import ConfigError
 from fastforget.metrics._common import (
     PROBABILITY_FLOOR,
     ArrayLike,
@@ -191,6 +192,11 @@ def attack_rows(ctx: EvalContext) -> torch.Tensor:
                    Column("ulira_target_pair", "U-LIRA own pair %", "50", in_table=False)],
           settings={"shadows": SHADOW_PAIRS, "attack_samples": 0})
 def compute_ulira(ctx: EvalContext) -> dict:
+    pairs = ctx.setting("shadows") + (1 if ctx.retrained else 0)
+    if pairs < MIN_PAIRS:
+        raise ConfigError(f"U-LIRA needs at least {MIN_PAIRS} pairs, got {ctx.setting('shadows')} shadow pair(s)"
+                          f"{' and the target with its retrained model' if ctx.retrained else ''}: raise --shadows "
+                          f"(bench.shadows), the default is {SHADOW_PAIRS}")
     rows = attack_rows(ctx)
     shadows = ctx.shadows_on(rows)
     result = ulira(shadows.unlearned, shadows.retrained, ctx.dataset.train_labels[rows],

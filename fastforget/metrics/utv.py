@@ -143,9 +143,9 @@ def _forget_logits(outputs, ctx: EvalContext, split: str) -> torch.Tensor:
                          "retrained seeds and, for RWFT methods, the target's own",
           needs=("retrained",), table="table4_utv", title="Table 4 form: UTV",
           columns=[Column("utv_test", "UTV test", "lower", decimals=4),
-                   Column("utv_train", "UTV train", "lower", decimals=4),
                    Column("utv_floor_test", "UTV floor test", "lower", decimals=4),
                    Column("utv_target_test", "target UTV test", "lower", decimals=4),
+                   Column("utv_train", "UTV train", "lower", decimals=4),
                    Column("utv_floor_train", "UTV floor train", "lower", decimals=4, in_table=False),
                    Column("utv_target_train", "target UTV train", "lower", decimals=4, in_table=False)])
 def compute_utv(ctx: EvalContext) -> dict:
