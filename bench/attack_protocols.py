@@ -133,7 +133,8 @@ def print_tables(report: dict) -> None:
     print("\n| target | " + " | ".join(f"N={n}" for n in CURVE) + " |")
     print("|---|" + "---:|" * len(CURVE))
     for method, by_n in report["curve"].items():
-        cells = [f"{v['median']:.1f} ({v['min']:.1f}-{v['max']:.1f})" for v in by_n.values()]
+        cells = [f"{v['median']:.1f} ({v['min']:.1f}-{v['max']:.1f})" if v["subsets"] > 1 else
+                 f"{v['median']:.1f} (one draw)" for v in by_n.values()]
         print(f"| {method} | " + " | ".join(cells) + " |")
     settings = list(next(iter(report["rmia"].values())))
     print("\n| target | " + " | ".join(settings) + " |")

@@ -149,11 +149,6 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
         opts.settings["nearest"] = resolve_classes([nearest], dataset.classes)[0]
     if not opts.cache_dir:
         opts.cache_dir = cache_dir()
-    evaluated = train_rows(dataset, opts.train_samples, opts.seed)
-    outputs = model_outputs(model, dataset, evaluated, amp=opts.amp)
-    rows = forget_rows(dataset, evaluated, forget_ids)  # all that the yardstick models need
-    orig = model_outputs(_load_related(original, meta, "original")[0], dataset, rows, amp=opts.amp) \
-        if original else None
     loaded = []
     for path in retrained:
         r_model, r_meta = _load_related(path, meta, "retrained")
@@ -164,6 +159,11 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
         loaded.append((Path(path), r_model, r_meta))
     if loaded and role != "retrain" and "utv" in opts.metric_names():
         loaded = _same_seed_first(loaded, meta.get("seed"), dataset.classes, forget_ids)
+    original_model = _load_related(original, meta, "original")[0] if original else None
+    evaluated = train_rows(dataset, opts.train_samples, opts.seed)
+    outputs = model_outputs(model, dataset, evaluated, amp=opts.amp)
+    rows = forget_rows(dataset, evaluated, forget_ids)  # all that the yardstick models need
+    orig = model_outputs(original_model, dataset, rows, amp=opts.amp) if original_model is not None else None
     retr = [model_outputs(r_model, dataset, rows, amp=opts.amp) for _, r_model, _ in loaded]
     device = resolve_device(cfg.train.device)
     hyperparameters = meta.get("hyperparameters", {})
