@@ -4,6 +4,7 @@ not there.
     python -m kernels.aot                          # sm_80 and sm_90
     python -m kernels.aot --arch sm_90 --jobs 4    # one arch, four compile processes
     python -m kernels.aot --list                   # the specializations only, no compiling
+    python -m kernels.aot --only MODE=2            # the soft-target kernels only
 
 The launches come from the launchers themselves (`cross_entropy_launch`, `tv_launch`) called on meta tensors
 over a grid of shapes: every tiling `launch.all_tilings` can return, the K = 2 .. 256000 and B = 1 .. 1M of the
@@ -221,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="target (repeatable; default: sm_80 and sm_90)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compile processes (default: CPUs)")
     parser.add_argument("--list", action="store_true", help="list the specializations, compile nothing")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="keep the specializations whose description contains TEXT (repeatable: all must match), "
+                             "e.g. --only MODE=2 --only SINGLE=False")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"):
         print("kernels.aot: TRITON_INTERPRET is set, so Triton would interpret instead of compiling; run it with "
@@ -235,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     archs = args.arch or ["sm_80", "sm_90"]
     start = time.perf_counter()
     unique, count = collect(archs)
+    unique = {key: whats for key, whats in unique.items() if all(text in key[1].describe() for text in args.only)}
     print(f"{count} launches over the shape grid -> {len(unique)} specializations to compile "
           f"({', '.join(archs)}), specialized in {time.perf_counter() - start:.1f} s")
     if args.list:

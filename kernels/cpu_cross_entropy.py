@@ -6,53 +6,117 @@ gradient) and runs every op over the whole batch, out of cache. Here the only [B
 written in the forward; backward returns it for grad_output == 1 (the autograd seed) and multiplies it once
 otherwise. Math in float32; a half-precision gradient is kept in float32 and rounded once, in the backward.
 
-The loss is -sum_y q*(y) log_softmax(s)(y): every addend >= 0, so a well-fitted row loses nothing to
-cancellation (as in the Triton kernel).
+Two forms of the same math, chosen per shape (bench/KERNELS.md measures them side by side): eager ATen ops over
+blocks of rows, and the whole batch as one torch.compile'd function (Inductor fuses each row's reductions and
+exponentials into one loop), which is faster at every shape measured but costs seconds of compiling per K and
+dtype, so the dispatch takes it only for large batches (B * K >= COMPILE_MIN_ELEMENTS) and falls back to eager
+where compiling fails. One exponential per element of each input (the two softmaxes). The loss per row is
+sum_y q(y) (max s - s_y) + sum q * log sum exp(s - max s), two non-negative terms, so a well-fitted row loses
+nothing to cancellation (as in the Triton kernel).
 """
 
 from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
 from kernels.reference import reduce_rows
 
-BLOCK_BYTES = 1 << 18  # one row block of float32 logits: 256 KiB, a share of L2 (1 MiB on this machine)
+BLOCK_BYTES = 1 << 18          # one block of float32 logits: 256 KiB, a share of L2 (1 MiB on this machine)
+COMPILE_MIN_ELEMENTS = 1 << 16  # B * K from which the compiled form runs (its compile pays off over a run)
+COMPILE_FAILED = False          # set when torch.compile failed once: eager from then on
 
 
 def block_rows(n_cols: int) -> int:
     return max(1, BLOCK_BYTES // (4 * n_cols))
 
 
-def block_target(other: torch.Tensor, mask: torch.Tensor | None, reassign: str | None) -> torch.Tensor:
+def softmax_rows(x: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """softmax(x) over each row (written into `out` when given), with max x and log sum exp(x - max x)."""
+    x_max = x.amax(dim=1, keepdim=True)
+    e = torch.sub(x, x_max, out=out).exp_()
+    z = e.sum(dim=1, keepdim=True)
+    return e.div_(z), x_max, z.log_()
+
+
+class ForgetColumns(NamedTuple):
+    """The forget mask as float rows of factors (broadcast adds and multiplies are several times faster than
+    masked_fill on the CPU)."""
+
+    minus_inf: torch.Tensor  # -inf on forget classes, 0 elsewhere
+    forget: torch.Tensor     # 1 on forget classes, 0 elsewhere
+    keep: torch.Tensor       # 0 on forget classes, 1 elsewhere
+
+    @classmethod
+    def of(cls, mask: torch.Tensor) -> ForgetColumns:
+        forget = mask.float()[None, :]
+        return cls(torch.zeros_like(forget).masked_fill_(mask[None, :], float("-inf")), forget, 1 - forget)
+
+
+def block_target(other: torch.Tensor, columns: ForgetColumns | None, reassign: str | None) -> torch.Tensor:
     """q* for a block of teacher logits (or the given target probabilities when `reassign` is None)."""
     other = other.float()
     if reassign is None:
         return other
     if reassign == "proportional":
-        return other.masked_fill(mask, float("-inf")).softmax(dim=1)
-    probs = other.softmax(dim=1)
-    forgotten = probs @ mask.float()
-    top = other.masked_fill(mask, float("-inf")).argmax(dim=1, keepdim=True)
-    return probs.masked_fill_(mask, 0.0).scatter_add_(1, top, forgotten[:, None])
+        return softmax_rows(other + columns.minus_inf)[0]
+    probs = softmax_rows(other)[0]
+    forgotten = (probs * columns.forget).sum(dim=1, keepdim=True)
+    top = (other + columns.minus_inf).argmax(dim=1, keepdim=True)
+    return probs.mul_(columns.keep).scatter_add_(1, top, forgotten)
+
+
+def block_loss_and_grad(s: torch.Tensor, other: torch.Tensor, columns: ForgetColumns | None, reassign: str | None,
+                        grad_scale: float, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row losses of a block of rows and the scaled float32 gradient (written into `out` when given)."""
+    s = s.float()
+    q = block_target(other, columns, reassign)
+    q_sum = q.sum(dim=1, keepdim=True) if reassign is None else None  # q* sums to 1
+    p, s_max, log_z = softmax_rows(s, out)
+    # -log p(y) = (max s - s_y) + log sum exp(s - max s): two non-negative terms
+    loss = torch.linalg.vecdot(q, s_max - s) + (log_z if q_sum is None else log_z * q_sum).squeeze(1)
+    if q_sum is not None:  # a target that need not sum to 1: d/ds = p * sum q - q
+        p.mul_(q_sum)
+    return loss, p.sub_(q).mul_(grad_scale)
+
+
+@functools.cache
+def compiled_block() -> Callable:
+    """`block_loss_and_grad` under torch.compile, dynamic in B (one compile per K, dtype and mode)."""
+    return torch.compile(block_loss_and_grad, dynamic=True)
+
+
+def use_compiled(form: str, n_rows: int, n_cols: int) -> bool:
+    """`form`: "compiled", "eager", or "auto" (compiled from COMPILE_MIN_ELEMENTS elements on)."""
+    wanted = form == "compiled" or (form == "auto" and n_rows * n_cols >= COMPILE_MIN_ELEMENTS)
+    return wanted and not COMPILE_FAILED
 
 
 def loss_and_grad(student: torch.Tensor, other: torch.Tensor, mask: torch.Tensor | None, reassign: str | None,
-                  grad_scale: float, write_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  grad_scale: float, write_grad: bool, form: str = "auto") -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-row float32 losses and, when asked for, the float32 gradient (softmax(s) * sum q - q) * grad_scale."""
+    global COMPILE_FAILED
     n_rows, n_cols = student.shape
+    columns = ForgetColumns.of(mask) if mask is not None else None
+    if use_compiled(form, n_rows, n_cols):
+        try:
+            loss, grad = compiled_block()(student, other, columns, reassign, grad_scale)
+            return loss, grad if write_grad else None
+        except Exception as error:  # noqa: BLE001 (no C++ compiler, an unsupported build: eager is always there)
+            COMPILE_FAILED = True
+            warnings.warn(f"kernels: torch.compile of the closed-form cross-entropy failed ({error!r:.200}); "
+                          "using the eager form", stacklevel=4)
     loss = torch.empty(n_rows, dtype=torch.float32, device=student.device)
     grad = torch.empty(n_rows, n_cols, dtype=torch.float32, device=student.device) if write_grad else None
     step = block_rows(n_cols)
     for start in range(0, n_rows, step):
         rows = slice(start, start + step)
-        log_p = student[rows].float().log_softmax(dim=1)
-        q = block_target(other[rows], mask, reassign)
-        torch.linalg.vecdot(q, log_p, out=loss[rows]).neg_()
-        if grad is not None:
-            p = torch.exp(log_p, out=grad[rows])
-            if reassign is None:  # a target that need not sum to 1: d/ds = p * sum q - q
-                p.mul_(q.sum(dim=1, keepdim=True))
-            p.sub_(q).mul_(grad_scale)
+        loss[rows] = block_loss_and_grad(student[rows], other[rows], columns, reassign, grad_scale,
+                                         None if grad is None else grad[rows])[0]
     return loss, grad
 
 
@@ -61,10 +125,11 @@ class ClosedFormCrossEntropyFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, student: torch.Tensor, other: torch.Tensor, mask: torch.Tensor | None, reassign: str | None,
-                reduction: str) -> torch.Tensor:
+                reduction: str, form: str = "auto") -> torch.Tensor:
         grad_scale = 1.0 / student.shape[0] if reduction == "mean" else 1.0
-        loss, grad = loss_and_grad(student.detach(), other.detach(), mask, reassign, grad_scale,
-                                   ctx.needs_input_grad[0])
+        with torch.autocast(student.device.type, enabled=False):  # float32 math also inside an autocast region
+            loss, grad = loss_and_grad(student.detach(), other.detach(), mask, reassign, grad_scale,
+                                       ctx.needs_input_grad[0], form)
         ctx.grad, ctx.dtype = grad, student.dtype
         return reduce_rows(loss, reduction)
 
@@ -77,4 +142,4 @@ class ClosedFormCrossEntropyFunction(torch.autograd.Function):
                                "backend='reference'")
         if not bool((grad_output == 1).all()):
             grad.mul_(grad_output.float()[:, None] if grad_output.dim() else grad_output.float())
-        return grad.to(ctx.dtype), None, None, None, None
+        return grad.to(ctx.dtype), None, None, None, None, None

@@ -3,10 +3,11 @@
 Path choice, in order: the `backend` argument, then $FASTFORGET_KERNELS (triton | closed-form | reference |
 compiled), then automatic: CUDA tensors of a kernel dtype with Triton importable take the Triton kernel; other
 tensors of a kernel dtype take the closed-form cross-entropy (`kernels.cpu_cross_entropy`: loss and gradient in
-one forward, the fastest CPU form at every shape measured in bench/KERNELS.md) and the reference TV distance;
-float64 and empty inputs always take the reference (the kernels compute in float32). Forcing `triton` on CPU
-tensors works only under TRITON_INTERPRET=1 (set before `import kernels`), which is how the tests run the
-kernels without a GPU. `compiled` is the reference under torch.compile.
+one forward; eager for small batches, torch.compile'd from 2^16 elements on, the fastest CPU forms measured in
+bench/KERNELS.md) and the reference TV distance. float64 and empty inputs always take the reference (the
+kernels compute in float32). Forcing `triton` on CPU tensors works only under TRITON_INTERPRET=1 (set before
+`import kernels`), which is how the tests run the kernels without a GPU. `compiled` is the closed form always
+compiled (cross-entropy) and the reference under torch.compile (TV distance).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from kernels.validation import (
 
 ENV_VAR = "FASTFORGET_KERNELS"
 BACKENDS = ("triton", "closed-form", "reference", "compiled")
+CLOSED_FORMS = {"closed-form": "auto", "compiled": "compiled"}  # backend -> form of the closed-form cross-entropy
 
 
 @functools.cache
@@ -53,7 +55,7 @@ def choose_backend(requested: str | None, *tensors: torch.Tensor) -> str:
     choice = requested or os.environ.get(ENV_VAR) or "auto"
     check_choice(f"the kernel backend (backend= or ${ENV_VAR})", choice, (*BACKENDS, "auto"))
     if any(t.dtype == torch.float64 or t.numel() == 0 for t in tensors):
-        return "compiled" if choice == "compiled" else "reference"
+        return "reference"
     on_cuda = all(t.is_cuda for t in tensors)
     if choice == "auto":
         if not all(t.dtype in KERNEL_DTYPES for t in tensors):
@@ -107,10 +109,10 @@ def reweighted_cross_entropy_with_mask(student_logits: torch.Tensor, teacher_log
 
         return ReweightedCrossEntropyFunction.apply(student_logits, teacher_logits.detach(), mask,
                                                     MODES[reassign], reduction)
-    if path == "closed-form":
-        return ClosedFormCrossEntropyFunction.apply(student_logits, teacher_logits, mask, reassign, reduction)
-    fn = reference.reweighted_cross_entropy_reference
-    return (compiled(fn) if path == "compiled" else fn)(student_logits, teacher_logits, mask, reassign, reduction)
+    if path in ("closed-form", "compiled"):
+        return ClosedFormCrossEntropyFunction.apply(student_logits, teacher_logits, mask, reassign, reduction,
+                                                    CLOSED_FORMS[path])
+    return reference.reweighted_cross_entropy_reference(student_logits, teacher_logits, mask, reassign, reduction)
 
 
 def soft_target_cross_entropy(student_logits: torch.Tensor, target_probs: torch.Tensor,
@@ -130,10 +132,10 @@ def soft_target_cross_entropy(student_logits: torch.Tensor, target_probs: torch.
 
         return ReweightedCrossEntropyFunction.apply(student_logits, target_probs.detach(), None, SOFT_TARGET,
                                                     reduction)
-    if path == "closed-form":
-        return ClosedFormCrossEntropyFunction.apply(student_logits, target_probs, None, None, reduction)
-    fn = reference.soft_target_cross_entropy_reference
-    return (compiled(fn) if path == "compiled" else fn)(student_logits, target_probs, reduction)
+    if path in ("closed-form", "compiled"):
+        return ClosedFormCrossEntropyFunction.apply(student_logits, target_probs, None, None, reduction,
+                                                    CLOSED_FORMS[path])
+    return reference.soft_target_cross_entropy_reference(student_logits, target_probs, reduction)
 
 
 def tv_distance(a: torch.Tensor, b: torch.Tensor, from_logits: bool = True, *,

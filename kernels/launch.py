@@ -4,10 +4,10 @@ ahead-of-time check (`kernels.aot`) compiles exactly as the dispatch would run i
 Tiling. A program owns ROWS whole rows. When a row fits one block (K <= 1024, or K <= 4096 with vector loads)
 it is loaded once and kept in registers: the inputs are read once and the gradient written once (3 passes
 over [B, K]). Longer rows are walked in chunks twice (statistics, then the gradient: 5 passes). Small K packs
-many rows into a program (a row of 10 classes alone would leave most lanes idle). Every tiling compiles
-without register spills for sm_80 and sm_90 (`python -m kernels.aot` checks). The tiling depends on K and the dtypes only, never on
-B, so an odd last batch reuses the compiled kernel, and the set of tilings is finite: `all_tilings` lists it
-and the AOT check compiles every one.
+many rows into a program (a row of 10 classes alone would leave most lanes idle). The tiling depends on K and
+the dtypes only, never on B, so an odd last batch reuses the compiled kernel, and the set of tilings is finite:
+`all_tilings` lists it, and `python -m kernels.aot` compiles every one for sm_80 and sm_90 (no register
+spills allowed).
 
 Vector loads. Triton proves 16-byte alignment only for integers divisible by 16. The kernels take ALIGN (in
 elements) instead: when K and every row stride are multiples of 16 bytes' worth of elements, the kernel says
@@ -82,12 +82,13 @@ EXAMPLE_COLUMNS = (2, *SMALL_BLOCKS, WIDE_BLOCK, WIDE_BLOCK - 1, ALIGNED_BLOCK, 
 def forced_chunks(width: int) -> Iterator[None]:
     """Every row longer than `width` takes the two-sweep chunked path with chunks of `width` columns (tests use
     it to walk the chunk loop at small K, cheaply under the interpreter; such tilings are not AOT-compiled)."""
-    saved = SMALL_BLOCKS, WIDE_BLOCK, ALIGNED_BLOCK, CHUNK_BLOCK
+    names = ("SMALL_BLOCKS", "WIDE_BLOCK", "ALIGNED_BLOCK", "CHUNK_BLOCK")
+    saved = {name: globals()[name] for name in names}
     globals().update(SMALL_BLOCKS=(width,), WIDE_BLOCK=width, ALIGNED_BLOCK=width, CHUNK_BLOCK=width)
     try:
         yield
     finally:
-        globals().update(zip(("SMALL_BLOCKS", "WIDE_BLOCK", "ALIGNED_BLOCK", "CHUNK_BLOCK"), saved))
+        globals().update(saved)
 
 
 def prepare(x: torch.Tensor) -> torch.Tensor:

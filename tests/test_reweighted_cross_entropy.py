@@ -225,6 +225,34 @@ def test_closed_form_matches_float64_oracle(gen, batch, classes, dtype, reassign
         assert_matches(actual, oracle_loss_and_grad(student, target, reduction, grad_output), dtype, "closed-form")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inside_autocast(gen, backend):
+    """Training steps run under autocast: the losses still compute in float32 (matmuls and dot products inside
+    would otherwise be cast to bfloat16)."""
+    student, teacher = random_logits(gen, 8, 10, torch.bfloat16), random_logits(gen, 8, 10, torch.float32)
+    expected = oracle_loss_and_grad(student, oracle_target(teacher, [1, 2], "max-class"), "mean", None)
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+        actual = run(kernels.reweighted_cross_entropy, student, teacher, [1, 2], "max-class", backend=backend,
+                     grad_output=None)
+    assert_matches(actual, expected, torch.bfloat16, backend)
+
+
+@pytest.mark.slow
+def test_compiled_closed_form_matches_float64_oracle(gen):
+    """The closed form under torch.compile (what large CPU batches take): one compile per mode, dynamic in B, K."""
+    for batch, classes in ((64, 10), (9, 300)):
+        student, teacher = random_logits(gen, batch, classes, torch.bfloat16), random_logits(gen, batch, classes,
+                                                                                             torch.float32)
+        for reassign in ("proportional", "max-class"):
+            expected = oracle_loss_and_grad(student, oracle_target(teacher, [1, 2], reassign), "mean", None)
+            actual = run(kernels.reweighted_cross_entropy, student, teacher, [1, 2], reassign, backend="compiled",
+                         grad_output=None)
+            assert_matches(actual, expected, torch.bfloat16, "compiled")
+    from kernels import cpu_cross_entropy
+
+    assert not cpu_cross_entropy.COMPILE_FAILED
+
+
 def test_closed_form_walks_row_blocks(gen, monkeypatch):
     """Rows are processed in cache-sized blocks: with blocks of 3 rows, 10 rows take four blocks."""
     from kernels import cpu_cross_entropy
