@@ -26,7 +26,7 @@ import torch
 SMALL_BLOCKS = (16, 128)  # rows this short: many rows per program, 4 elements per thread (fewer per-row registers)
 WIDE_BLOCK = 1024         # one or two rows per program, 8 elements per thread
 ALIGNED_BLOCK = 4096      # held whole only with vector loads: unaligned scalar loads of 4096 columns would spill
-CHUNK_BLOCK = 2048        # chunk width for rows held in two sweeps
+CHUNK_BLOCK = 2048        # chunk width for rows held in two sweeps (half that with scalar loads: fewer registers)
 VECTOR_BYTES = 16         # the widest global load (ld.global.v4.b32)
 POISON_OUTPUTS = False    # tests set it: output buffers then start as NaN, so any element a kernel skips shows
 
@@ -64,7 +64,7 @@ def tiling(n_cols: int, itemsizes: tuple[int, ...], row_strides: tuple[int, ...]
         return Tiling(rows=2, block=WIDE_BLOCK, single=True, align=align, num_warps=8)
     if n_cols <= ALIGNED_BLOCK and aligned:
         return Tiling(rows=1, block=ALIGNED_BLOCK, single=True, align=align, num_warps=16)
-    return Tiling(rows=1, block=CHUNK_BLOCK, single=False, align=align, num_warps=8)
+    return Tiling(rows=1, block=CHUNK_BLOCK if aligned else CHUNK_BLOCK // 2, single=False, align=align, num_warps=8)
 
 
 def all_tilings(itemsizes: tuple[int, ...]) -> list[Tiling]:
