@@ -72,8 +72,8 @@ def tv_case(shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> None:
     for from_logits in (True, False):
         x, y = (a, b) if from_logits else (a.softmax(-1), b.softmax(-1))
         for backend in ("reference", "triton"):
-            ms = median_ms(lambda x=x, y=y, backend=backend: kernels.tv_distance(x, y, from_logits, backend=backend),
-                           step.cuda)
+            ms = median_ms(lambda x=x, y=y, logits=from_logits, backend=backend:
+                           kernels.tv_distance(x, y, logits, backend=backend), step.cuda)
             row = {"shape": f"{list(shape_a)} vs {list(shape_b)}", "from_logits": from_logits, "impl": backend,
                    "ms": ms, "copy floor ms": floor, "GB/s (essential)": essential / ms / 1e6,
                    "fraction of copy": floor / ms}
