@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import torch
 
-from kernels.reference import reduce_rows
+from kernels.reference import reduce_rows, take_gradient
 
 BLOCK_BYTES = 1 << 18          # one block of float32 logits: 256 KiB, a share of L2 (1 MiB on this machine)
 COMPILE_MIN_ELEMENTS = 1 << 16  # B * K from which the compiled form runs (its compile pays off over a run)
@@ -135,11 +135,7 @@ class ClosedFormCrossEntropyFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        grad, ctx.grad = ctx.grad, None
-        if grad is None:
-            raise RuntimeError("the closed-form cross-entropy hands its gradient buffer to autograd, so it supports "
-                               "one backward per forward; recompute the loss instead of retain_graph=True, or use "
-                               "backend='reference'")
+        grad = take_gradient(ctx, "closed-form cross-entropy")
         if not bool((grad_output == 1).all()):
             grad.mul_(grad_output.float()[:, None] if grad_output.dim() else grad_output.float())
         return grad.to(ctx.dtype), None, None, None, None, None

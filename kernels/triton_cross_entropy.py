@@ -26,7 +26,7 @@ import triton.language as tl
 from torch.autograd.function import once_differentiable
 
 from kernels import launch
-from kernels.reference import reduce_rows
+from kernels.reference import reduce_rows, take_gradient
 
 PROPORTIONAL = tl.constexpr(0)
 MAX_CLASS = tl.constexpr(1)
@@ -261,10 +261,9 @@ def cross_entropy_launch(student: torch.Tensor, other: torch.Tensor, mask: torch
 class ReweightedCrossEntropyFunction(torch.autograd.Function):
     """Autograd wrapper: the forward leaves the scaled gradient behind; backward is free for grad_output == 1.
 
-    The gradient buffer is handed to autograd as it is, so one backward per forward: a second
-    (retain_graph=True) raises instead of returning a gradient that aliases the first. Student and teacher are
-    saved for the backward's recomputation when grad_output != 1 (they are usually alive anyway: the caller
-    holds them). Targets and teachers get no gradient.
+    The gradient buffer is handed to autograd as it is, so one backward per forward (`take_gradient`). Student and
+    teacher are saved for the backward's recomputation when grad_output != 1 (they are usually alive anyway: the
+    caller holds them). Targets and teachers get no gradient.
     """
 
     @staticmethod
@@ -287,11 +286,7 @@ class ReweightedCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        grad, ctx.grad = ctx.grad, None
-        if grad is None:
-            raise RuntimeError("the fused reweighted cross-entropy hands its gradient buffer to autograd, so it "
-                               "supports one backward per forward; recompute the loss instead of "
-                               "retain_graph=True, or use backend='reference'")
+        grad = take_gradient(ctx, "fused reweighted cross-entropy")
         student, other, mask = ctx.saved_tensors
         grad_output = launch.prepare(grad_output.float().reshape(-1))
         cross_entropy_launch(student, other, mask, ctx.mode, grad_output, grad, BACKWARD, ctx.grad_scale,
