@@ -239,7 +239,7 @@ def test_inside_autocast(gen, backend):
 
 @pytest.mark.slow
 def test_compiled_closed_form_matches_float64_oracle(gen):
-    """The closed form under torch.compile (what large CPU batches take): one compile per mode, dynamic in B, K."""
+    """The closed form under torch.compile (what large CPU batches take)."""
     for batch, classes in ((64, 10), (9, 300)):
         student, teacher = random_logits(gen, batch, classes, torch.bfloat16), random_logits(gen, batch, classes,
                                                                                              torch.float32)
