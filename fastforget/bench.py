@@ -189,14 +189,15 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _claim(out: Path, bench: BenchPlan, digest: str, overwrite: bool) -> None:
+def _claim(out: Path, bench: BenchPlan, digest: str, fingerprint: dict, overwrite: bool) -> None:
     """Before anything is written: the folder holds nothing of another config (or, with `overwrite`, that is moved
-    to out/superseded-HASH/), and every model it holds fits this config."""
+    to out/superseded-HASH/), and every model it holds fits this config. A folder written before hashes were
+    recorded is judged by its config.json (its data assumed unchanged: it recorded no fingerprint)."""
     recorded = _read_json(out / "config.json")
     hashes = {r.get("config_hash") for r in read_results(out / "results.jsonl")} - {None}
     if recorded:
         hashes.add(recorded.get("config_hash") or config_hash(
-            recorded.get("config", {}), recorded.get("bench", {}), recorded.get("data_fingerprint")))
+            recorded.get("config", {}), recorded.get("bench", {}), recorded.get("data_fingerprint", fingerprint)))
     models = sorted(p.parent for p in (out / "models").glob(f"*/{SIDECAR}"))
     misfits = [m for m in models if _read_json(m / SIDECAR).get("recipe_key") != recipe_key(bench.cfg)]
     old = sorted(hashes - {digest})
@@ -249,7 +250,7 @@ def run(bench: BenchPlan, out: str | Path, *, overwrite: bool = False) -> Path:
     with exclusive_lock(results_path):
         fingerprint = data_fingerprint(bench.dataset)
         digest = config_hash(bench.cfg.raw, bench.settings, fingerprint)
-        _claim(out, bench, digest, overwrite)
+        _claim(out, bench, digest, fingerprint, overwrite)
         write_json(out / "config.json", {"config": bench.cfg.raw, "bench": bench.settings, "config_hash": digest,
                                          "data_fingerprint": fingerprint,
                                          "versions": environment(resolve_device(bench.cfg.train.device))})
