@@ -182,7 +182,8 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
         **results, "skipped": skipped,
         "original": str(original) if original else None, "retrained": [str(r) for r in retrained],
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()},
-        "seed": meta.get("seed"), "config": cfg.raw, "versions": environment(),
+        "seed": meta.get("seed"), "config": cfg.raw, "data_fingerprint": data_fingerprint(dataset),
+        "versions": environment(),
     }
     if plots_dir:
         report["plots"] = [str(p) for p in write_plots(plots_dir, dataset, forget_ids, outputs, original=orig,

@@ -62,13 +62,19 @@ def save_checkpoint(out_dir: str | Path, model: nn.Module, meta: dict) -> Path:
     out_dir = Path(out_dir).expanduser().resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.writing-", dir=out_dir.parent))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.writing-", dir=out_dir.parent))
+    except OSError:
+        if not out_dir.is_dir():
+            raise
+        # a run folder we may write in a folder we may not: stage inside it, then replace the two files
+        staging = Path(tempfile.mkdtemp(prefix=f".{WEIGHTS}.writing-", dir=out_dir))
     try:
         save_file(state, str(staging / WEIGHTS), metadata={"format": "pt"})
         meta = {**meta, "wrappers": wrapper_specs(model), "weights_sha256": file_sha256(staging / WEIGHTS)}
         write_json(staging / SIDECAR, meta)
         for name in (WEIGHTS, SIDECAR):
-            _fsync(staging / name, mode=file_mode())
+            _chmod_and_sync(staging / name, file_mode())
         os.chmod(staging, dir_mode())  # mkdtemp makes 0700; a run folder is an ordinary folder
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -83,7 +89,8 @@ def _place(staging: Path, out_dir: Path) -> None:
     if not entries:  # absent or empty: one rename (an empty folder is replaced)
         os.rename(staging, out_dir)
         return
-    if entries <= {WEIGHTS, SIDECAR}:  # a previous model alone: swap the two folders
+    if entries <= {WEIGHTS, SIDECAR} and not Path.cwd().resolve().is_relative_to(out_dir):
+        # a previous model alone (and not the folder we stand in): swap the two folders
         if not _exchange(staging, out_dir):
             previous = out_dir.with_name(f".{out_dir.name}.replaced-{secrets.token_hex(4)}")
             os.rename(out_dir, previous)  # a kill between these renames leaves both models complete on disk
@@ -113,7 +120,8 @@ def _exchange(a: Path, b: Path) -> bool:
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
-def _fsync(path: Path, mode: int) -> None:
+def _chmod_and_sync(path: Path, mode: int) -> None:
+    """The mode a plain `open` would give under the umask (safetensors and mkstemp differ), then on disk."""
     os.chmod(path, mode)
     fd = os.open(path, os.O_RDONLY)
     try:

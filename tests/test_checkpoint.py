@@ -1,6 +1,7 @@
 """Checkpoints round-trip exactly, refuse a model they do not fit, and are never left half-written."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -196,8 +197,6 @@ def test_a_kill_between_the_two_files_of_a_shared_folder_is_refused_at_load(tmp_
     out = tmp_path / "run"
     save_checkpoint(out, _model(0), _cnn_meta())
     (out / "eval.json").write_text("{}")
-    from pathlib import Path
-
     real_replace, calls = os.replace, []
 
     def dies_on_the_second_file(src, dst):
@@ -290,3 +289,23 @@ def test_the_data_a_checkpoint_was_trained_on_is_checked(tmp_path):
     with pytest.raises(DataMismatchError, match="trained on other data"):
         check_data(legacy, digits, "ckpt")
     check_data({"classes": digits.classes, "image_size": 8}, digits, "ckpt")
+
+
+def test_a_run_folder_whose_parent_is_not_writable_stages_inside_it(tmp_path, monkeypatch):
+    import tempfile
+
+    import fastforget.checkpoint as ckpt
+
+    out = tmp_path / "run"
+    out.mkdir()
+    real = tempfile.mkdtemp
+
+    def parent_refuses(prefix: str, dir: Path) -> str:
+        if Path(dir) == tmp_path:
+            raise PermissionError(13, "Permission denied", str(dir))
+        return real(prefix=prefix, dir=dir)
+
+    monkeypatch.setattr(ckpt.tempfile, "mkdtemp", parent_refuses)
+    save_checkpoint(out, _model(3), _cnn_meta())
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.safetensors"]
+    assert _same(_weights(out), _model(3).state_dict())
