@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from fastforget.checkpoint import save_checkpoint
 from fastforget.config import Config, TrainRecipe
-from fastforget.data import Augment, ImageDataset, InMemoryLoader, load_dataset, resolve_classes
+from fastforget.data import Augment, ImageDataset, InMemoryLoader, data_fingerprint, load_dataset, resolve_classes
 from fastforget.data.ffcv import ffcv_available, ffcv_loader
 from fastforget.data.sources import cache_dir
 from fastforget.errors import ConfigError, TrainingDivergedError, UnknownClassError
@@ -299,6 +299,7 @@ def train_model(
         "train_seconds": stats.seconds,
         "images_per_second": stats.images / max(stats.seconds, 1e-9),
         "config": cfg.raw,
+        "data_fingerprint": data_fingerprint(dataset),
         "versions": environment(device),
     }
     if out_dir is not None:

@@ -11,6 +11,7 @@ from fastforget.data.sources import (
     ImageDataset,
     cache_dir,
     channel_stats,
+    data_fingerprint,
     default_data_root,
     load_dataset,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "cache_dir",
     "channel_stats",
     "class_names",
+    "data_fingerprint",
     "default_data_root",
     "epoch_order",
     "ffcv_available",
