@@ -19,7 +19,7 @@ import pytest
 from fastforget import cli
 from fastforget.checkpoint import load_checkpoint
 from fastforget.data import load_dataset
-from fastforget.train import accuracy, predict_logits
+from fastforget.inference import accuracy, predict_logits
 from fastforget.unlearn import METHODS
 
 TINY = ["--config", "digits", "--epochs", "3", "--set", "model.width=8"]

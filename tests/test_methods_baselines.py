@@ -12,11 +12,12 @@ from conftest import DIGITS_FORGET
 from torch import nn
 
 from fastforget.errors import FastForgetError
-from fastforget.train import Batch, accuracy, predict_logits
+from fastforget.inference import accuracy, predict_logits
+from fastforget.train import Batch
 from fastforget.unlearn import UnlearnContext, run_method
 from fastforget.unlearn.boundary import adversarial_labels
+from fastforget.unlearn.common import random_relabel, retained_classes
 from fastforget.unlearn.l1 import l1_sparse_loss
-from fastforget.unlearn.rl import random_relabel, retained_classes
 from fastforget.unlearn.salun import saliency_masks
 from fastforget.unlearn.svd import layer_input_rows
 

@@ -9,7 +9,8 @@ import kernels
 from fastforget.checkpoint import load_checkpoint, save_checkpoint
 from fastforget.config import load_config
 from fastforget.data import load_dataset
-from fastforget.train import predict_logits, train_model
+from fastforget.inference import predict_logits
+from fastforget.train import train_model
 from fastforget.unlearn import UnlearnContext, run_method
 
 CPU = torch.device("cpu")
