@@ -107,13 +107,22 @@ RECOMPILE_LIMIT = 64
 batch size), so that a whole grid stays compiled (torch's default of 8 would fall back to eager mid-grid)."""
 
 
+COMPILE_BACKEND = "inductor"
+"""torch.compile's backend; the tests use "eager" (the same graph capture, guards and recompiles, no code
+generation, which takes a minute per model on a small CPU)."""
+
+COMPILE_MODE: str | None = None
+"""torch.compile's mode. "reduce-overhead" adds CUDA graphs, which pay where a run's shapes are static (drop_last
+loaders: one batch shape) and the step is launch-bound; bench/gpu_loop.py measures it against plain compile."""
+
+
 def compiled(module: nn.Module) -> nn.Module:
     """`module` under torch.compile, static shapes. Compiled code is cached per class and method shape, not per
     instance: a fresh copy of the same architecture trained the same way reuses it without compiling again."""
     config = torch._dynamo.config
     config.cache_size_limit = max(config.cache_size_limit, RECOMPILE_LIMIT)
     config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 4 * RECOMPILE_LIMIT)
-    return torch.compile(module, dynamic=False)
+    return torch.compile(module, dynamic=False, backend=COMPILE_BACKEND, mode=COMPILE_MODE)
 
 
 def _optimizer(params: list[nn.Parameter], sgd: SGDSpec, *, decay_in_optimizer: bool) -> torch.optim.SGD:
@@ -124,22 +133,26 @@ def _optimizer(params: list[nn.Parameter], sgd: SGDSpec, *, decay_in_optimizer: 
                            fused=fused or None, foreach=None if fused else True)
 
 
-class _Progress:
-    """Loss (and, with the bar shown, accuracy) summed on the device; read on the host every `interval` seconds
-    only, for the bar and the divergence check. On CUDA the read is an asynchronous copy collected at the next
-    interval, so the loop never waits for the device."""
+PROGRESS_INTERVAL_S = 0.5
+"""How often the loop reads its loss on the host (progress bar, divergence check)."""
 
-    def __init__(self, total: int, desc: str, device: torch.device, interval: float = 0.5) -> None:
+
+class _Progress:
+    """Loss (and, with the bar shown, accuracy) summed on the device; read on the host every
+    `PROGRESS_INTERVAL_S` only, for the bar and the divergence check. On CUDA the read is an asynchronous copy
+    collected at the next interval, so the loop never waits for the device."""
+
+    def __init__(self, total: int, desc: str, device: torch.device) -> None:
         shown = progress_enabled()
         self.bar = tqdm(total=total, desc=desc, disable=not shown, leave=False, unit="step")
-        self.device, self.desc, self.interval = device, desc, interval
+        self.device, self.desc, self.interval = device, desc, PROGRESS_INTERVAL_S
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.int64)
         self.count_correct = shown
         self.host = torch.zeros(2, pin_memory=device.type == "cuda")
         self.copied: torch.cuda.Event | None = None
         self.snapshot = (0, 0)  # step and images at the last asynchronous copy
-        self.next_read = time.perf_counter() + interval
+        self.next_read = time.perf_counter() + self.interval
         self.start = time.perf_counter()
         self.images = 0
 
@@ -154,7 +167,8 @@ class _Progress:
             return
         self.next_read = now + self.interval
         if self.device.type != "cuda":
-            self._show([self.loss_sum.item(), self.correct.item()], step, self.images, epoch)
+            self._show([self.loss_sum.item(), self.correct.item() if self.count_correct else 0], step, self.images,
+                       epoch)
             return
         if self.copied is not None and self.copied.query():
             self._show(self.host.tolist(), *self.snapshot, epoch)

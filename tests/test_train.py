@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from conftest import DIGITS_FORGET
 
 import fastforget.data.factory as factory
+import fastforget.train as train_module
 from fastforget.config import load_config
 from fastforget.data import load_dataset
 from fastforget.errors import TrainingDivergedError
@@ -134,3 +135,51 @@ def test_missing_ffcv_falls_back_with_a_warning(monkeypatch):
         train_model(load_config("digits", ["train.epochs=1", "model.width=8", "data.loader=ffcv"]))
     with pytest.raises(Exception, match="data.loader must be"):
         train_model(load_config("digits", ["train.epochs=1", "data.loader=dali"]))
+
+
+def test_fit_matches_sgd_with_momentum_and_decay_written_out_in_float64():
+    """fit's fused SGD step against the update rule by hand: g = grad + wd * w; b = m * b + g; w -= lr(t) * b."""
+    torch.manual_seed(1)
+    model = torch.nn.Linear(6, 3)
+    start = [p.detach().double().clone() for p in model.parameters()]
+    loader = [(torch.randn(5, 6), torch.randint(0, 3, (5,)), torch.arange(5)) for _ in range(4)]
+    sgd = SGDSpec(lr=0.3, momentum=0.9, weight_decay=1e-2, schedule="linear")
+
+    def ce(net, batch, progress):
+        return F.cross_entropy(net(batch.images), batch.labels), None
+
+    fit(model, loader, ce, epochs=2, sgd=sgd, execution=FP32)
+    weights, buffers = start, [torch.zeros_like(w) for w in start]
+    schedule = lr_lambda("linear", 8, 4, 0, 0)
+    for step in range(8):
+        images, labels, _ = loader[step % 4]
+        w = [p.clone().requires_grad_(True) for p in weights]
+        loss = F.cross_entropy(images.double() @ w[0].T + w[1], labels)
+        grads = torch.autograd.grad(loss, w)
+        with torch.no_grad():
+            for i, (p, g) in enumerate(zip(weights, grads, strict=True)):
+                buffers[i] = 0.9 * buffers[i] + g + 1e-2 * p if step else g + 1e-2 * p
+                weights[i] = p - 0.3 * schedule(step) * buffers[i]
+    for p, expected in zip(model.parameters(), weights, strict=True):
+        torch.testing.assert_close(p.detach().double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_loop_reads_the_device_only_at_the_progress_interval(monkeypatch):
+    """No host read per step: with an interval longer than the run, the loss is read once, at the end."""
+    reads = []
+    for name in ("item", "tolist"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, _real=real, _name=name: (reads.append(_name),
+                                                                                     _real(self))[1])
+    model = build_model("cnn", 10, 1, width=4)
+
+    def ce(net, batch, progress):
+        logits = net(batch.images)
+        return F.cross_entropy(logits, batch.labels), logits
+
+    steps = 2 * len(_tiny_loader())
+    for interval, expected in ((1e9, 1), (0.0, steps + 1)):  # a read every step would be seen
+        reads.clear()
+        monkeypatch.setattr(train_module, "PROGRESS_INTERVAL_S", interval)
+        fit(model, _tiny_loader(), ce, epochs=2, sgd=SGDSpec(lr=0.01), execution=FP32)
+        assert len(reads) == expected, reads

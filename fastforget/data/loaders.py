@@ -71,14 +71,24 @@ class BatchTransform:
         levels = torch.arange(256, dtype=torch.float32, device=device)[:, None]
         self.table = levels.mul(scale).add(shift).to(dtype)  # [256, C]: every pixel value of each channel
         self.generator = torch.Generator(device=device).manual_seed(seed + epoch)
+        self._grids: dict[tuple[int, int, int], tuple[torch.Tensor, ...]] = {}
+
+    def _grid(self, batch: int, height: int, width: int) -> tuple[torch.Tensor, ...]:
+        """Row and column indices into the padded batch before any shift or flip, and the sample indices."""
+        key = (batch, height, width)
+        if key not in self._grids:
+            padding = self.augment.crop_padding
+            self._grids[key] = (torch.arange(padding, height + padding, device=self.device).expand(batch, height),
+                                torch.arange(padding, width + padding, device=self.device).expand(batch, width),
+                                torch.arange(batch, device=self.device)[:, None, None])
+        return self._grids[key]
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """A uint8 batch [B, H, W, C] (any strides) as a normalised float batch [B, C, H, W], channels-last."""
         batch, height, width, channels = pixels.shape
         padding = self.augment.crop_padding
         if padding or self.augment.flip:
-            rows = torch.arange(padding, height + padding, device=self.device).expand(batch, height)
-            cols = torch.arange(padding, width + padding, device=self.device).expand(batch, width)
+            rows, cols, samples = self._grid(batch, height, width)
             if padding:
                 shifts = torch.randint(-padding, padding + 1, (batch, 2), generator=self.generator,
                                        device=self.device)
@@ -87,7 +97,6 @@ class BatchTransform:
             if self.augment.flip:
                 flipped = torch.rand(batch, generator=self.generator, device=self.device) < 0.5
                 cols = torch.where(flipped[:, None], cols.flip(1), cols)
-            samples = torch.arange(batch, device=self.device)[:, None, None]
             pixels = pixels[samples, rows[:, :, None], cols[:, None, :]]
         levels = pixels.to(torch.int64, memory_format=torch.contiguous_format).view(-1, channels)
         images = torch.gather(self.table, 0, levels).view(batch, height, width, channels)

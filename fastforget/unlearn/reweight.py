@@ -4,9 +4,8 @@ The loss goes through `kernels.reweighted_cross_entropy`'s module, whose dispatc
 Triton kernel and everything else the PyTorch reference.
 
 Per step the teacher costs as little as it can:
-- it is a copy of the original kept in eval mode, channels-last, without gradients; under AMP its convolution and
-  linear weights are cast to the AMP dtype once (autocast would cast them again every step) and its classifier
-  runs in fp32, so that q* is built from fp32 logits;
+- it is a copy of the original kept in eval mode, channels-last, without gradients, run in fp32 outside autocast
+  (no per-step weight casts; q* is built from fp32 logits);
 - where the student's first stages are frozen (RWFT-2-O: conv1..layer2; RW-A: everything before its adapter) and
   BatchNorm statistics stay fixed, those stages compute exactly what the teacher's do: they run once per batch
   and teacher and student both continue from their output;
@@ -26,8 +25,6 @@ from torch import nn
 import kernels
 from fastforget.data import Augment, config_augment
 from fastforget.inference import predict_logits
-from fastforget.models import StagedModel
-from fastforget.runtime import amp_dtype, autocast
 from fastforget.train import Batch, compiled
 from fastforget.unlearn.common import finetune
 from fastforget.unlearn.registry import UnlearnContext
@@ -45,53 +42,29 @@ def warn_if_label_smoothing(meta: dict) -> None:
             "Train the original without it for faithful unlearning.", stacklevel=3)
 
 
-class _Float32(nn.Module):
-    """`module` run in fp32 whatever the autocast state: the teacher's classifier, so its logits are fp32."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return self.module(x.float())
-
-
 class Teacher(nn.Module):
-    """The frozen original for RWFT: `forward(images) -> (output of the first `shared` stages, fp32 logits)`.
+    """The frozen original for RWFT: `forward(images) -> (output of its first `shared` stages, logits)`, both fp32.
 
-    A model that is not a `StagedModel` (no named stages to split, no known classifier) shares nothing and runs
-    entirely in fp32.
+    It runs outside autocast, in fp32: q* is built from fp32 logits, and a bf16 teacher moves q* by about 1e-2
+    (measured on the digits CNN), more than the reweighting's own detail. A model without `run` (no named
+    stages) shares nothing.
     """
 
-    def __init__(self, original: nn.Module, *, amp: bool, device: torch.device, shared: int = 0) -> None:
+    def __init__(self, original: nn.Module, *, device: torch.device, shared: int = 0) -> None:
         super().__init__()
-        model = copy.deepcopy(original).to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
-        self.staged = isinstance(model, StagedModel)
-        if self.staged:
-            head = model.get_submodule(model.classifier)
-            if amp:
-                low = amp_dtype(device)
-                for module in model.modules():
-                    if isinstance(module, (nn.Conv2d, nn.Linear)) and module is not head:
-                        module.to(low)
-            setattr(model, model.classifier, _Float32(head))
-        self.model, self.shared = model, shared if self.staged else 0
+        self.model = copy.deepcopy(original).to(device, memory_format=torch.channels_last).eval()
+        self.model.requires_grad_(False)
+        self.shared = shared if hasattr(self.model, "run") else 0
 
     def prefix(self, images: torch.Tensor) -> torch.Tensor:
         """The output of the shared (frozen) stages, or the images when nothing is shared."""
-        return self.model.run(images, 0, self.shared) if self.shared else images
-
-    def logits(self, shared: torch.Tensor) -> torch.Tensor:
-        """Logits (fp32) from the output of `prefix`."""
-        if not self.staged:
-            with torch.autocast(shared.device.type, enabled=False):
-                return self.model(shared.float()).float()
-        return self.model.run(shared, self.shared)
+        with torch.autocast(images.device.type, enabled=False):
+            return self.model.run(images.float(), 0, self.shared) if self.shared else images.float()
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shared = self.prefix(images)
-        return shared, self.logits(shared)
+        with torch.autocast(images.device.type, enabled=False):
+            return shared, self.model.run(shared, self.shared) if self.shared else self.model(shared)
 
 
 class FromStage(nn.Module):
@@ -131,17 +104,18 @@ class PerSample:
 
 
 @torch.no_grad()
-def _prefix_outputs(ctx: UnlearnContext, teacher: Teacher, positions: torch.Tensor, amp: bool,
-                    batch_size: int) -> torch.Tensor | None:
-    """The shared stages' output for each sample at `positions` (un-augmented), in the order given, or None
-    where keeping it would take more than `PREFIX_CACHE_BYTES`."""
-    parts = []
-    for images, _, _ in ctx.loader(positions, batch_size, shuffle=False, augment=False):
-        with autocast(ctx.device, amp):
-            parts.append(teacher.prefix(images))
+def _prefix_outputs(ctx: UnlearnContext, teacher: Teacher, positions: torch.Tensor,
+                    batch_size: int) -> PerSample | None:
+    """The shared stages' output for each sample at `positions` (un-augmented), or None where keeping it would
+    take more than `PREFIX_CACHE_BYTES`."""
+    parts, seen = [], []
+    for images, _, indices in ctx.loader(positions, batch_size, shuffle=False, augment=False):
+        parts.append(teacher.prefix(images))
+        seen.append(indices)
         if parts[0][0].numel() * parts[0].element_size() * len(positions) > PREFIX_CACHE_BYTES:
             return None
-    return torch.cat(parts).contiguous(memory_format=torch.channels_last)
+    outputs = torch.cat(parts).contiguous(memory_format=torch.channels_last)
+    return PerSample(torch.cat(seen), outputs, len(ctx.dataset.train_labels))
 
 
 class MixedLoader:
@@ -201,19 +175,17 @@ def reweight_finetune(ctx: UnlearnContext, model: nn.Module, hp: dict, *,
     else:
         objective = kernels.ReweightedCrossEntropyLoss(ctx.forget, hp["reassign"])
     shared = frozen_stages(model, params) if hp["freeze_bn"] else 0
-    teacher = Teacher(ctx.original, amp=execution.amp, device=ctx.device, shared=shared)
+    teacher = Teacher(ctx.original, device=ctx.device, shared=shared)
     shared = teacher.shared
     student = FromStage(model, shared) if shared else model
 
     logit_table = prefix_table = None
     if not (hp["augment"] and config_augment(ctx.cfg) != Augment()):  # every step would see the same images
         used = torch.cat([ctx.splits.train_f, ctx.splits.train_r]) if mixing else ctx.splits.train_f
-        size = len(ctx.dataset.train_labels)
         exact = predict_logits(ctx.original, ctx.dataset.train_images[used], ctx.dataset, device=ctx.device)
-        logit_table = PerSample(used, exact.to(ctx.device), size)
+        logit_table = PerSample(used, exact.to(ctx.device), len(ctx.dataset.train_labels))
         if shared:
-            outputs = _prefix_outputs(ctx, teacher, used, execution.amp, hp["batch_size"])
-            prefix_table = PerSample(used, outputs, size) if outputs is not None else None
+            prefix_table = _prefix_outputs(ctx, teacher, used, hp["batch_size"])
     run_teacher = compiled(teacher) if execution.compile and logit_table is None else teacher
 
     def loss_fn(net: nn.Module, batch: Batch, _progress: float) -> tuple[torch.Tensor, torch.Tensor]:
