@@ -7,9 +7,9 @@ Cases (real data from $FASTFORGET_DATA; models freshly initialised with a fixed 
 not depend on the weights' values):
   digits-rwft-2-o   RWFT-2-O on scikit-learn digits with the digits config's hyperparameters (small CNN width 32,
                     forget 3, batch 16, 20 epochs: 160 steps), no augmentation: the overhead-bound setting
-  cifar-rwft-2-o    RWFT-2-O on CIFAR-10 (ResNet-18 width 16, forget automobile, crop-4 + flip, batch 128,
-                    one epoch: 40 steps): the teacher runs every step
-  cifar-epoch       fit() with cross-entropy on CIFAR-10 (ResNet-18 width 16, batch 256, crop-4 + flip), 10 batches
+  cifar-rwft-2-o    RWFT-2-O on the first 10,000 CIFAR-10 training images (ResNet-18 width 16, forget automobile,
+                    crop-4 + flip, so the teacher runs every step; batch 128, one epoch: 8 steps)
+  cifar-epoch       fit() with cross-entropy on CIFAR-10 (ResNet-18 width 16, batch 256, crop-4 + flip), 5 batches
 Implementations, each in its own process, run in turn round after round (interleaved, so that load on a shared
 machine hits all of them alike):
   plain             the loop anyone would write: teacher forward (RWFT), student forward, the loss, zero_grad,
@@ -44,7 +44,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CASES = ("digits-rwft-2-o", "cifar-rwft-2-o", "cifar-epoch")
 IMPLEMENTATIONS = ("plain", "after", "after+compile", "before")
-EPOCH_BATCHES = 10
+EPOCH_BATCHES = 5
+TIME_SAMPLES = 10000  # CIFAR-10 training images the timed cases keep (cifar-rwft-2-o: ~1,000 automobiles, 8 steps)
 OPS_BATCH = 8  # counting operators (their number does not depend on the batch size): batches of 8,
 OPS_BATCHES = 4  # 4 of them per epoch of cifar-epoch,
 OPS_SAMPLES = 400  # and the first 400 CIFAR-10 training images for cifar-rwft-2-o (5 steps per epoch)
@@ -83,9 +84,10 @@ class Case:
                                [*overrides, f"train.compile={str(compile).lower()}", f"train.amp={str(amp).lower()}",
                                 "train.device=cpu"])
         self.dataset = load_dataset(self.cfg.data["name"])
-        if ops and not digits:  # a few RWFT steps per epoch suffice to count operators
-            self.dataset = dataclasses.replace(self.dataset, train_images=self.dataset.train_images[:OPS_SAMPLES],
-                                               train_labels=self.dataset.train_labels[:OPS_SAMPLES])
+        if not digits:  # a few RWFT steps per epoch suffice to count operators, a few more to time them
+            keep = OPS_SAMPLES if ops else TIME_SAMPLES
+            self.dataset = dataclasses.replace(self.dataset, train_images=self.dataset.train_images[:keep],
+                                               train_labels=self.dataset.train_labels[:keep])
         self.device = torch.device("cpu")
         torch.manual_seed(0)
         self.original = build_model(self.cfg.model["arch"], self.dataset.num_classes, self.dataset.in_channels,
