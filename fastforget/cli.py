@@ -1,12 +1,16 @@
 """`fastforget` on the command line: a thin layer over `fastforget.api`.
 
 Options that take several classes (`--forget a b`, `--exclude`, `--retrained`) also accept repeats and commas.
+A user error exits 2 with one line, `error: PROBLEM; FIX`; `--debug` (anywhere on the line) or FASTFORGET_DEBUG=1
+adds the traceback. Nothing that holds a model or results is overwritten without `--overwrite`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +18,7 @@ from typing import Annotated
 import typer
 
 from fastforget import api
-from fastforget.errors import FastForgetError
+from fastforget.errors import FastForgetError, OutputError
 
 app = typer.Typer(help="fastforget: erase whole classes from image classifiers, fast, and measure how well.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -25,6 +29,14 @@ VARIADIC = {"--forget", "--exclude", "--retrained", "--hp", "--set"}
 
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="config name in configs/ or a TOML file")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config value: section.key=value")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace what --out already holds")]
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option(
+        "--debug", help="show the traceback of an error (also FASTFORGET_DEBUG=1); accepted after any command")]
+        = False) -> None:
+    """Options of every command (`main` reads --debug itself, wherever it is on the line)."""
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -46,10 +58,15 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="epochs (default: the config's)")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model")] = False,
     set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
-    """Train an original model, or with --exclude the retrained gold standard."""
+    """Train an original model, or with --exclude the retrained gold standard.
+
+    Example: fastforget train --config digits --exclude 3 --out runs/retrained-3
+    """
     overrides = [*(set_ or []), *(["train.compile=true"] if compile else [])]
-    trained = api.train(config, exclude=_split(exclude), seed=seed, epochs=epochs, out=out, overrides=overrides)
+    trained = api.train(config, exclude=_split(exclude), seed=seed, epochs=epochs, out=out, overrides=overrides,
+                        overwrite=overwrite)
     meta = trained.meta
     _echo_kv(f"trained {meta['arch']} on {meta['dataset']} -> {out}", {
         "excluded": ", ".join(meta["excluded_names"]) or "-",
@@ -72,6 +89,9 @@ def _list_methods() -> None:
 def _parse_hp(values: list[str] | None) -> dict:
     from fastforget.config import parse_override
 
+    for text in values or []:
+        if "=" not in text:
+            raise FastForgetError(f"--hp {text!r} must look like key=value (e.g. --hp epochs=5)")
     return {".".join(keys): value for keys, value in map(parse_override, values or [])}
 
 
@@ -87,8 +107,12 @@ def unlearn(
     list_: Annotated[bool, typer.Option("--list", help="list the methods and exit")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the method's training steps")] = False,
     set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
-    """Unlearn classes from a trained model with one method."""
+    """Unlearn classes from a trained model with one method.
+
+    Example: fastforget unlearn --method rwft-2-o --checkpoint runs/original --forget 3 --out runs/rwft-2-o
+    """
     if list_:
         _list_methods()
         return
@@ -98,7 +122,7 @@ def unlearn(
         raise FastForgetError(f"unlearn needs {', '.join(missing)} (or --list)")
     overrides = [*(set_ or []), *(["train.compile=true"] if compile else [])]
     result, meta = api.unlearn(method, checkpoint, _split(forget), config=config, overrides=overrides,
-                               hyperparameters=_parse_hp(hp), out=out, seed=seed)
+                               hyperparameters=_parse_hp(hp), out=out, seed=seed, overwrite=overwrite)
     _echo_kv(f"{method}: forgot {', '.join(meta['forget_names'])} -> {out}", {
         "ACC_r test %": meta["acc_r_test"],
         "ACC_f test %": meta["acc_f_test"],
@@ -127,16 +151,21 @@ def eval_(
     nearest: Annotated[str | None, typer.Option(help="MIA-NN's nearest class (default: from the retrained)")] = None,
     json_: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
     plots: Annotated[Path | None, typer.Option(help="folder for confusion-matrix and reassignment PNGs")] = None,
-    shadows: Annotated[int, typer.Option(help="U-LIRA shadow pairs")] = 2,
-    reference_models: Annotated[int, typer.Option(help="RMIA reference models")] = 2,
-    train_samples: Annotated[int, typer.Option(help="train-split metrics on this many samples (0: all)")] = 10000,
+    shadows: Annotated[int, typer.Option(min=1, help="U-LIRA shadow pairs")] = 2,
+    reference_models: Annotated[int, typer.Option(min=1, help="RMIA reference models")] = 2,
+    train_samples: Annotated[int, typer.Option(min=0, help="train-split metrics on this many samples (0: all)")]
+    = 10000,
     amp: Annotated[bool, typer.Option("--amp", help="run the models in bf16 autocast (~2x faster on CPU)")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --json file")] = False,
 ) -> None:
-    """Evaluate an unlearned (or any) model: accuracy, MIA, MIA-NN, UTV, reassignment, U-LIRA, RMIA."""
+    """Evaluate an unlearned (or any) model: accuracy, MIA, MIA-NN, UTV, reassignment, U-LIRA, RMIA.
+
+    Example: fastforget eval --checkpoint runs/rwft-2-o --original runs/original --retrained runs/retrained-3
+    """
     report = api.evaluate(checkpoint, forget=_split(forget), original=original, retrained=retrained or [],
                           metrics=_split([metrics]) if metrics else None, nearest=nearest, json_path=json_,
                           plots_dir=plots, options={"shadows": shadows, "reference_models": reference_models,
-                                   "max_train_samples": train_samples, "amp": amp})
+                                   "max_train_samples": train_samples, "amp": amp}, overwrite=overwrite)
     rows = {label: report[key] for key, label in EVAL_ROWS if report.get(key) is not None}
     if "mia_nn_class_name" in report:
         rows["  MIA-NN class"] = f"{report['mia_nn_class_name']} (from {report['mia_nn_class_from']})"
@@ -160,10 +189,16 @@ def bench(
     = None,
     seeds: Annotated[int | None, typer.Option(help="number of seeds")] = None,
     set_: SetOpt = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="if --out holds results of another config, move them to --out/superseded-HASH/ and "
+        "start afresh")] = False,
 ) -> None:
-    """Run the grid (seeds x forget classes x methods x metrics); rerun the same command to resume."""
+    """Run the grid (seeds x forget classes x methods x metrics); rerun the same command to resume.
+
+    Example: fastforget bench --config digits --methods original,retrain,rwft-2-o --forget 3 --out runs/grid
+    """
     report = api.bench(config, out=out, methods=_split([methods]) if methods else None, forget=_split(forget),
-                       seeds=seeds, overrides=set_ or [])
+                       seeds=seeds, overrides=set_ or [], overwrite=overwrite)
     _print_tables(report)
 
 
@@ -192,11 +227,17 @@ def data_prepare(
     dataset: Annotated[str, typer.Argument(help="digits, mnist, fashion-mnist, cifar10, cifar100, tinyimagenet")],
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for train.beton and test.beton")],
     root: Annotated[Path | None, typer.Option(help="data folder (default: $FASTFORGET_DATA)")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace existing .beton files")] = False,
 ) -> None:
     """Write FFCV .beton files for a data set."""
     from fastforget.data import load_dataset
     from fastforget.data.ffcv import prepare
+    from fastforget.io import check_output_dir
 
+    check_output_dir(out)
+    existing = [name for name in ("train.beton", "test.beton") if (out / name).exists()]
+    if existing and not overwrite:
+        raise OutputError(f"--out {out} already holds {', '.join(existing)}: pass --overwrite to replace them")
     paths = prepare(load_dataset(dataset, root), out)
     typer.echo(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
 
@@ -217,9 +258,39 @@ def _expand_variadic(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
+    """The console script: run a command; a user error is one line on stderr and exit status 2."""
     warnings.filterwarnings("default", module="fastforget")
+    argv = sys.argv[1:]
+    debug = "--debug" in argv or os.environ.get("FASTFORGET_DEBUG", "0") not in ("", "0")
+    argv = [arg for arg in argv if arg != "--debug"]
     try:
-        app(args=_expand_variadic(sys.argv[1:]), prog_name="fastforget", standalone_mode=True)
+        code = app(args=_expand_variadic(argv), prog_name="fastforget", standalone_mode=False)
     except FastForgetError as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise SystemExit(2) from None
+        _fail(str(err), 2, debug)
+    except typer.TyperException as err:  # usage: a missing or malformed option (the parser's own message)
+        if type(err).__name__ == "NoArgsIsHelpError":  # the help was shown
+            raise SystemExit(err.exit_code) from None
+        context = getattr(err, "ctx", None)
+        where = f" (see `{context.command_path} --help`)" if context is not None else ""
+        _fail(f"{err.format_message()}{where}", err.exit_code, debug)
+    except typer.Abort:
+        _fail("aborted", 1, debug)
+    except OSError as err:  # the file system refused: a path the checks could not foresee (disk full, ...)
+        _fail(f"{err.strerror or err}: {err.filename or ''}; check the path, its permissions and free space", 2,
+              debug)
+    except Exception as err:
+        _fail(f"internal error ({type(err).__name__}: {err}): this is a bug in fastforget; rerun with --debug (or "
+              "FASTFORGET_DEBUG=1) to see the traceback, and report it", 1, debug)
+    if code == 130:
+        typer.secho("interrupted: finished work is kept; rerun the same command to resume", fg=typer.colors.RED,
+                    err=True)
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
+
+
+def _fail(message: str, code: int, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    line = "; ".join(part.strip() for part in message.splitlines() if part.strip())
+    typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+    raise SystemExit(code) from None

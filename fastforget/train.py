@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from fastforget.checkpoint import save_checkpoint
 from fastforget.config import Config, TrainRecipe
-from fastforget.data import ImageDataset, load_dataset, make_train_loader, resolve_classes
+from fastforget.data import ImageDataset, data_fingerprint, load_dataset, make_train_loader, resolve_classes
 from fastforget.errors import TrainingDivergedError, UnknownClassError
 from fastforget.inference import accuracy, predict_logits
 from fastforget.models import build_model
@@ -351,6 +351,7 @@ def train_model(
         "train_seconds": stats.seconds,
         "images_per_second": stats.images / max(stats.seconds, 1e-9),
         "config": cfg.raw,
+        "data_fingerprint": data_fingerprint(dataset),
         "versions": environment(device),
     }
     if out_dir is not None:

@@ -211,3 +211,89 @@ def test_data_prepare_writes_beton_files(tmp_path):
         # each sample holds at least its 64 pixels
         assert Path(path).stat().st_size > 64 * len(getattr(digits, f"{split}_labels")), split
 
+
+
+# --- errors: one line, a traceback only when asked, hints that name real flags ------------------------------------
+
+def test_debug_shows_the_traceback_of_an_error(tmp_path, monkeypatch):
+    quiet = fastforget("eval", "--checkpoint", tmp_path / "absent")
+    assert quiet.code == 2 and "Traceback" not in quiet.err
+    for run in (fastforget("eval", "--checkpoint", tmp_path / "absent", "--debug"),
+                (monkeypatch.setenv("FASTFORGET_DEBUG", "1"), fastforget("eval", "--checkpoint", tmp_path))[1]):
+        assert run.code == 2
+        assert "Traceback" in run.err and "CheckpointError" in run.err
+        assert run.err.strip().splitlines()[-1].startswith("error: no checkpoint at")
+
+
+def test_a_bug_is_one_line_that_says_how_to_see_it(monkeypatch):
+    from fastforget import api
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(api, "train", broken)
+    run = fastforget("train", "--out", "x")
+    assert run.code == 1
+    assert run.err.strip().splitlines() == ["error: internal error (ZeroDivisionError: division by zero): this is a "
+                                            "bug in fastforget; rerun with --debug (or FASTFORGET_DEBUG=1) to see "
+                                            "the traceback, and report it"]
+
+
+def test_an_interrupt_exits_130_and_says_work_is_kept(monkeypatch):
+    from fastforget import api
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "bench", interrupted)
+    run = fastforget("bench", "--out", "x")
+    assert run.code == 130 and "rerun the same command to resume" in run.err and "Traceback" not in run.err
+
+
+def _cli_flags() -> set[str]:
+    import typer.main
+
+    flags: set[str] = {"--help"}
+    stack = [typer.main.get_command(cli.app)]
+    while stack:
+        command = stack.pop()
+        stack += list(getattr(command, "commands", {}).values())
+        flags |= {opt for param in command.params for opt in param.opts if opt.startswith("--")}
+    return flags
+
+
+def test_every_flag_a_message_names_exists():
+    """Hints and help texts name only flags that some command has (issue 12: `--root` outside `data prepare`)."""
+    import ast
+    import re
+
+    package = Path(cli.__file__).parent
+    named: dict[str, str] = {}
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*", node.value):
+                    named.setdefault(flag, str(path.relative_to(package)))
+    named.pop("--short", None)  # git rev-parse's own flag (runtime.py), not a hint
+    unknown = {flag: where for flag, where in named.items() if flag not in _cli_flags()}
+    assert not unknown, unknown
+    assert {"--out", "--overwrite", "--hp", "--set", "--debug"} <= set(named)
+
+
+def test_sidecars_record_what_decides_repeatability_and_a_rerun_repeats_bit_for_bit(runs, tmp_path):
+    """README "Reproducibility": the same seed with the recorded thread count gives the same weights, bit for bit."""
+    import torch
+
+    versions = sidecar(runs.original)["versions"]
+    assert isinstance(versions["torch_threads"], int) and versions["torch_threads"] >= 1
+    assert versions["deterministic_algorithms"] is torch.are_deterministic_algorithms_enabled()
+    assert {"torch_interop_threads", "omp_num_threads", "cudnn_deterministic", "cudnn_benchmark"} <= set(versions)
+    threads = torch.get_num_threads()  # other tests (FFCV's writer) may have changed it since the fixture ran
+    torch.set_num_threads(versions["torch_threads"])
+    try:
+        again = fastforget("train", *TINY, "--out", tmp_path / "again")
+    finally:
+        torch.set_num_threads(threads)
+    assert again.code == 0, again.err
+    assert sidecar(tmp_path / "again")["versions"]["torch_threads"] == versions["torch_threads"]
+    assert sidecar(tmp_path / "again")["weights_sha256"] == sidecar(runs.original)["weights_sha256"]

@@ -13,6 +13,7 @@ from fastforget.data.sources import (
     ImageDataset,
     cache_dir,
     channel_stats,
+    data_fingerprint,
     default_data_root,
     load_dataset,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "channel_stats",
     "class_names",
     "config_augment",
+    "data_fingerprint",
     "default_data_root",
     "epoch_order",
     "ffcv_available",
