@@ -29,9 +29,10 @@ from fastforget.evaluate import (
     write_plots,
 )
 from fastforget.evaluate import evaluate as compute_metrics
+from fastforget.inference import predict_logits
 from fastforget.io import check_output_dir, check_output_file, write_json
 from fastforget.runtime import environment, resolve_device
-from fastforget.train import TrainedModel, predict_logits, train_model
+from fastforget.train import TrainedModel, train_model
 from fastforget.unlearn import UnlearnContext, UnlearnResult, run_method
 
 

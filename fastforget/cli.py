@@ -105,6 +105,7 @@ def unlearn(
     hp: Annotated[list[str] | None, typer.Option(help="method hyperparameter: key=value")] = None,
     seed: Annotated[int | None, typer.Option(help="seed (default: the original's)")] = None,
     list_: Annotated[bool, typer.Option("--list", help="list the methods and exit")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the method's training steps")] = False,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -119,7 +120,8 @@ def unlearn(
                if value is None]
     if missing:
         raise FastForgetError(f"unlearn needs {', '.join(missing)} (or --list)")
-    result, meta = api.unlearn(method, checkpoint, _split(forget), config=config, overrides=set_ or [],
+    overrides = [*(set_ or []), *(["train.compile=true"] if compile else [])]
+    result, meta = api.unlearn(method, checkpoint, _split(forget), config=config, overrides=overrides,
                                hyperparameters=_parse_hp(hp), out=out, seed=seed, overwrite=overwrite)
     _echo_kv(f"{method}: forgot {', '.join(meta['forget_names'])} -> {out}", {
         "ACC_r test %": meta["acc_r_test"],

@@ -18,8 +18,8 @@ from fastforget import metrics
 from fastforget.config import Config
 from fastforget.data import ForgetSplits, ImageDataset
 from fastforget.errors import ConfigError
+from fastforget.inference import predict_logits
 from fastforget.shadows import reference_half, shadow_models
-from fastforget.train import predict_logits
 
 BASIC_METRICS = ("accuracy", "mia", "mia_nn", "utv", "reassignment")
 ALL_METRICS = (*BASIC_METRICS, "ulira", "rmia")

@@ -19,7 +19,7 @@ import pytest
 from fastforget import cli
 from fastforget.checkpoint import load_checkpoint
 from fastforget.data import load_dataset
-from fastforget.train import accuracy, predict_logits
+from fastforget.inference import accuracy, predict_logits
 from fastforget.unlearn import METHODS
 
 TINY = ["--config", "digits", "--epochs", "3", "--set", "model.width=8"]
@@ -108,6 +108,21 @@ def test_unlearn_forgets_several_classes_from_the_safetensors_file(runs, tmp_pat
     assert (meta["forget"], meta["forget_names"]) == ([3, 8], ["3", "8"])
     assert meta["hyperparameters"]["epochs"] == 1
     assert "forgot 3, 8" in run.out
+
+
+def test_unlearn_compile_flag_compiles_the_method(runs, tmp_path, monkeypatch):
+    """--compile reaches the method's loop (TorchDynamo capture, eager backend: Inductor takes minutes here)."""
+    import torch._dynamo
+
+    import fastforget.train as train_module
+
+    monkeypatch.setattr(train_module, "COMPILE_BACKEND", "eager")
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    run = fastforget("unlearn", "--method", "ft", "--checkpoint", runs.original, "--forget", "3", "--out", tmp_path,
+                     "--compile", "--hp", "epochs=1", "--set", "train.amp=false")
+    assert run.code == 0, run.err
+    assert sidecar(tmp_path)["config"]["train"]["compile"] is True
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > before
 
 
 def test_unlearn_list_names_every_registered_method():

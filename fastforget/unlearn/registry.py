@@ -9,7 +9,7 @@ peak memory, so every method reports the same way.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from fastforget.config import SCHEDULES, Config, Rule, check_value, did_you_mean
-from fastforget.data import Augment, ForgetSplits, ImageDataset, InMemoryLoader
+from fastforget.data import ForgetSplits, ImageDataset, make_train_loader
 from fastforget.errors import ConfigError, ConfigValueError, FastForgetError
 from fastforget.runtime import measure, seed_everything
-from fastforget.train import config_augment
+from fastforget.train import ExecSpec, prepare_process
 
 
 class UnknownMethodError(FastForgetError):
@@ -55,13 +55,18 @@ class UnlearnContext:
         """A trainable copy of the original on the device, channels-last."""
         return copy.deepcopy(self.original).to(self.device, memory_format=torch.channels_last)
 
+    @property
+    def execution(self) -> ExecSpec:
+        """AMP and torch.compile as the config says (`train.amp`, `train.compile`)."""
+        return ExecSpec(amp=self.cfg.train.amp, compile=self.cfg.train.compile)
+
     def loader(self, indices: torch.Tensor, batch_size: int, *, shuffle: bool = True, augment: bool = True,
-               drop_last: bool = False) -> InMemoryLoader:
-        """Batches of training samples at `indices` with the config's augmentation (or none)."""
-        return InMemoryLoader(
-            self.train_images, self.train_labels, batch_size=batch_size, shuffle=shuffle,
-            augment=config_augment(self.cfg) if augment else Augment(), mean=self.dataset.mean, std=self.dataset.std,
-            device=self.device, drop_last=drop_last, seed=self.seed, indices=indices)
+               drop_last: bool = False) -> Iterable:
+        """Batches of training samples at `indices` from the config's loader (`data.loader`), with the config's
+        augmentation (or none)."""
+        return make_train_loader(self.dataset, self.cfg, indices=indices, batch_size=batch_size, device=self.device,
+                                 seed=self.seed, shuffle=shuffle, augment=augment, drop_last=drop_last,
+                                 images=self.train_images, labels=self.train_labels)
 
 
 MethodFn = Callable[[UnlearnContext, dict], nn.Module]
@@ -170,10 +175,14 @@ class UnlearnResult:
 
 
 def run_method(name: str, ctx: UnlearnContext, overrides: Mapping[str, Any] | None = None) -> UnlearnResult:
-    """Run one method with timing and memory measurement; the config's `[unlearn.NAME]` table applies first."""
+    """Run one method with timing and memory measurement; the config's `[unlearn.NAME]` table applies first.
+
+    One-time process costs (the optimiser's first import of torch._dynamo) are paid before the timer starts.
+    """
     method = get_method(name)
     hp = merge_hyperparameters(method, ctx.cfg.method_overrides(name), overrides or {})
     _check_module_names(ctx.original, name, hp)
+    prepare_process()
     seed_everything(ctx.seed)
     with measure(ctx.device) as m:
         model = method.fn(ctx, hp)
