@@ -37,10 +37,10 @@ from torch import nn
 from torchvision import transforms
 
 from fastforget.config import Config, load_config
-from fastforget.data import Augment, FFCVUnavailableError, ImageDataset, ffcv_loader, write_beton
+from fastforget.data import Augment, FFCVUnavailableError, ImageDataset, ffcv_loader, make_train_loader, write_beton
 from fastforget.models import build_model
 from fastforget.runtime import resolve_device, seed_everything, synchronize
-from fastforget.train import Batch, fit, make_train_loader
+from fastforget.train import Batch, ExecSpec, SGDSpec, fit
 
 CONFIG = "cifar10-resnet18-small"
 LOADERS = ("dataloader", "memory", "ffcv")  # the baseline first, so the others' ratios are known when they run
@@ -155,8 +155,9 @@ def one_pass(variant: str, loader: Iterable, model: nn.Module | None, cfg: Confi
     """One (capped) epoch; returns the number of images it went through."""
     if variant == "train":
         recipe = cfg.train
-        return fit(model, loader, cross_entropy, epochs=1, lr=recipe.lr, momentum=recipe.momentum,
-                   weight_decay=recipe.weight_decay, schedule="constant", amp=recipe.amp, desc="bench").images
+        sgd = SGDSpec(lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+        return fit(model, loader, cross_entropy, epochs=1, sgd=sgd, execution=ExecSpec(amp=recipe.amp),
+                   desc="bench").images
     images = sum(len(labels) for _, labels, _ in loader)
     synchronize(device)
     return images

@@ -10,24 +10,38 @@ import torch
 from torch import nn
 
 from fastforget import metrics
-from fastforget.checkpoint import load_checkpoint, save_checkpoint
-from fastforget.config import Config, load_config
-from fastforget.data import ImageDataset, load_dataset, resolve_classes
+from fastforget.checkpoint import (
+    check_data,
+    check_model_out,
+    file_sha256,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from fastforget.config import Config, check_setting, load_config
+from fastforget.data import ImageDataset, data_fingerprint, load_dataset, resolve_classes
 from fastforget.data.sources import cache_dir
 from fastforget.errors import ConfigError
 from fastforget.evaluate import AttackSetup, Replay, forget_rows, model_outputs, train_rows, write_plots
 from fastforget.evaluate import evaluate as compute_metrics
-from fastforget.io import write_json
+from fastforget.inference import predict_logits
+from fastforget.io import check_output_dir, check_output_file, write_json
 from fastforget.metrics.registry import EvalOptions
 from fastforget.runtime import environment, resolve_device
-from fastforget.train import TrainedModel, predict_logits, train_model
+from fastforget.train import TrainedModel, train_model
 from fastforget.unlearn import UnlearnContext, UnlearnResult, run_method
 
 
 def train(config: str | Path | None = None, *, exclude: Sequence[str | int] = (), seed: int | None = None,
-          epochs: int | None = None, out: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainedModel:
-    """Train an original model, or with `exclude` the retrained gold standard; write it to `out` if given."""
-    return train_model(load_config(config, overrides), exclude=exclude, seed=seed, epochs=epochs, out_dir=out)
+          epochs: int | None = None, out: str | Path | None = None, overrides: Sequence[str] = (),
+          overwrite: bool = False) -> TrainedModel:
+    """Train an original model, or with `exclude` the retrained gold standard; write it to `out` if given (a
+    folder that already holds a model only with `overwrite`)."""
+    if out is not None:
+        check_model_out(out, overwrite=overwrite)
+    given = [f"train.{key}={check_setting('train', key, value, f'--{key}')}"
+             for key, value in (("epochs", epochs), ("seed", seed)) if value is not None]
+    return train_model(load_config(config, [*overrides, *given]), exclude=exclude, out_dir=out)
 
 
 def config_for_checkpoint(meta: dict, config: str | Path | None, overrides: Sequence[str] = ()) -> Config:
@@ -44,15 +58,20 @@ def config_for_checkpoint(meta: dict, config: str | Path | None, overrides: Sequ
 def unlearn(method: str, checkpoint: str | Path, forget: Sequence[str | int] = (), *,
             config: str | Path | None = None, overrides: Sequence[str] = (),
             hyperparameters: Mapping[str, Any] | None = None, out: str | Path | None = None,
-            seed: int | None = None) -> tuple[UnlearnResult, dict]:
-    """Unlearn `forget` from the model at `checkpoint` with `method`; returns the result and the new sidecar."""
+            seed: int | None = None, overwrite: bool = False) -> tuple[UnlearnResult, dict]:
+    """Unlearn `forget` from the model at `checkpoint` with `method`; returns the result and the new sidecar.
+
+    `out` (if given) may not be the checkpoint's own folder, nor hold a model unless `overwrite`.
+    """
+    if out is not None:
+        check_model_out(out, overwrite=overwrite, inputs=[checkpoint])
+    if seed is not None:
+        check_setting("train", "seed", seed, "--seed")
     original, meta = load_checkpoint(checkpoint)
     cfg = config_for_checkpoint(meta, config, overrides)
     device = resolve_device(cfg.train.device)
     dataset = load_dataset(meta["dataset"], cfg.data.get("root") or None)
-    if dataset.classes != meta["classes"]:
-        raise ConfigError(f"checkpoint {checkpoint} lists classes {meta['classes'][:5]}... but data set "
-                          f"{dataset.name!r} has {dataset.classes[:5]}...: it was trained on other data")
+    check_data(meta, dataset, checkpoint)
     forget_ids = resolve_classes(list(forget) or meta.get("forget", []), dataset.classes)
     if not forget_ids:
         raise ConfigError("name the classes to forget (--forget CLASS ...)")
@@ -77,6 +96,7 @@ def unlearn(method: str, checkpoint: str | Path, forget: Sequence[str | int] = (
         "acc_f_test": test.acc_f,
         "seed": seed,
         "config": cfg.raw,
+        "data_fingerprint": data_fingerprint(dataset),
         "versions": environment(device),
     }
     if out is not None:
@@ -105,11 +125,12 @@ def model_role(meta: dict) -> str:
     return meta.get("method") or ("retrain" if meta.get("excluded") else "original")
 
 
-def _load_related(path: str | Path, meta: dict, role: str):
+def _load_related(path: str | Path, meta: dict, role: str, dataset: ImageDataset):
     model, other = load_checkpoint(path)
     if other["dataset"] != meta["dataset"] or other["classes"] != meta["classes"]:
         raise ConfigError(f"the {role} model {path} was trained on {other['dataset']!r}, not on {meta['dataset']!r} "
                           "like the model under evaluation")
+    check_data(other, dataset, path)
     return model, other
 
 
@@ -126,19 +147,38 @@ def _same_seed_first(retrained: list[tuple[Path, nn.Module, dict]], seed: int | 
     return same[:1] + [r for r in retrained if r is not same[0]]
 
 
+def _distinct_models(paths: Sequence[str | Path], flag: str) -> None:
+    """Models given twice (the same file, or identical weights) would make a comparison between them meaningless."""
+    seen: dict[str, str | Path] = {}
+    for path in paths:
+        digest = file_sha256(resolve_checkpoint(path)[0])
+        if digest in seen:
+            raise ConfigError(f"{flag} {seen[digest]} and {path} are the same model (identical weights): the UTV "
+                              "floor compares retrained models of different seeds; train another with "
+                              "`fastforget train --exclude ... --seed N`")
+        seen[digest] = path
+
+
 def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), original: str | Path | None = None,
              retrained: Sequence[str | Path] = (), metrics: Sequence[str] | None = None,
              nearest: str | int | None = None,
              json_path: str | Path | None = None, plots_dir: str | Path | None = None,
-             options: dict[str, Any] | None = None, config: str | Path | None = None) -> dict:
+             options: dict[str, Any] | None = None, config: str | Path | None = None,
+             overwrite: bool = False) -> dict:
     """Evaluate one checkpoint; metrics needing a model that was not given are skipped with the reason.
 
     `options` holds evaluation options and metric settings in one mapping (`seed`, `train_samples`, `amp`,
     `shadows`, `reference_models`, `mia_feature`, ...; see `fastforget.metrics.registry`).
     """
+    if json_path:
+        check_output_file(json_path, "--json", overwrite=overwrite)
+    if plots_dir:
+        check_output_dir(plots_dir, "--plots")
+    _distinct_models(retrained, "--retrained")
     model, meta = load_checkpoint(checkpoint)
     cfg = config_for_checkpoint(meta, config)
     dataset = load_dataset(meta["dataset"], cfg.data.get("root") or None)
+    check_data(meta, dataset, checkpoint)
     role = model_role(meta)
     # An unlearned model records what it forgot, a retrained one what it never saw; an original needs --forget.
     forget_ids = resolve_classes(list(forget) or meta.get("forget") or meta.get("excluded", []), dataset.classes)
@@ -147,11 +187,14 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
     opts = EvalOptions.from_dict({**(options or {}), **({"metrics": tuple(metrics)} if metrics else {})})
     if nearest is not None:
         opts.settings["nearest"] = resolve_classes([nearest], dataset.classes)[0]
+        if opts.settings["nearest"] in forget_ids:
+            raise ConfigError(f"--nearest {nearest} is a forget class: MIA-NN's nearest class must be a retained "
+                              "class (leave --nearest out to take it from the retrained model)")
     if not opts.cache_dir:
         opts.cache_dir = cache_dir()
     loaded = []
     for path in retrained:
-        r_model, r_meta = _load_related(path, meta, "retrained")
+        r_model, r_meta = _load_related(path, meta, "retrained", dataset)
         if sorted(r_meta.get("excluded", [])) != sorted(forget_ids):
             raise ConfigError(f"retrained model {path} excluded classes {r_meta.get('excluded_names')} but this "
                               f"evaluation forgets {[dataset.classes[i] for i in forget_ids]}: retrain without "
@@ -159,7 +202,7 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
         loaded.append((Path(path), r_model, r_meta))
     if loaded and role != "retrain" and "utv" in opts.metric_names():
         loaded = _same_seed_first(loaded, meta.get("seed"), dataset.classes, forget_ids)
-    original_model = _load_related(original, meta, "original")[0] if original else None
+    original_model = _load_related(original, meta, "original", dataset)[0] if original else None
     evaluated = train_rows(dataset, opts.train_samples, opts.seed)
     outputs = model_outputs(model, dataset, evaluated, amp=opts.amp)
     rows = forget_rows(dataset, evaluated, forget_ids)  # all that the yardstick models need
@@ -178,7 +221,8 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
         "original": str(original) if original else None, "retrained": [str(path) for path, _, _ in loaded],
         "retrained_seeds": [r_meta.get("seed") for _, _, r_meta in loaded],
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()},
-        "seed": meta.get("seed"), "config": cfg.raw, "versions": environment(),
+        "seed": meta.get("seed"), "config": cfg.raw, "data_fingerprint": data_fingerprint(dataset),
+        "versions": environment(),
     }
     if plots_dir:
         report["plots"] = [str(p) for p in write_plots(plots_dir, dataset, forget_ids, outputs, original=orig,
@@ -189,8 +233,13 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
 
 
 def bench(config: str | Path, *, out: str | Path, methods: Sequence[str] | None = None,
-          forget: Sequence[str] | None = None, seeds: int | None = None, overrides: Sequence[str] = ()) -> Path:
-    """Run (or resume) the benchmark grid of a config and write its report; returns report.md's path."""
+          forget: Sequence[str] | None = None, seeds: int | None = None, overrides: Sequence[str] = (),
+          overwrite: bool = False) -> Path:
+    """Run (or resume) the benchmark grid of a config and write its report; returns report.md's path.
+
+    A folder holding results of another config is refused unless `overwrite` (which moves them aside)."""
     from fastforget import bench as grid
 
-    return grid.run(grid.plan(config, methods=methods, forget=forget, seeds=seeds, overrides=overrides), out)
+    check_output_dir(out)
+    return grid.run(grid.plan(config, methods=methods, forget=forget, seeds=seeds, overrides=overrides), out,
+                    overwrite=overwrite)

@@ -10,6 +10,7 @@ lines alone (`write_report`), so they can be rebuilt at any time.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -20,13 +21,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fastforget.api import method_replay
-from fastforget.checkpoint import load_checkpoint, save_checkpoint
-from fastforget.config import Config, load_config
-from fastforget.data import ImageDataset, load_dataset, resolve_classes
+from fastforget.checkpoint import SIDECAR, check_data, load_checkpoint, save_checkpoint
+from fastforget.config import Config, Rule, check_value, did_you_mean, load_config
+from fastforget.data import ImageDataset, data_fingerprint, load_dataset, resolve_classes
 from fastforget.data.sources import cache_dir
 from fastforget.errors import ConfigError
 from fastforget.evaluate import AttackSetup, evaluate, model_outputs, train_rows
-from fastforget.io import append_jsonl, atomic_write, write_json
+from fastforget.io import append_jsonl, atomic_write, check_output_dir, exclusive_lock, write_json
 from fastforget.metrics.intervals import combine_cells
 from fastforget.metrics.registry import (
     METRICS,
@@ -58,6 +59,9 @@ BENCH_DEFAULTS = {
     "reassignment_method": "rwft-2-o",
     "variants": {},           # name -> {"method": base method, hyperparameter: value, ...}, usable in `methods`
 }
+BENCH_RULES = {"seeds": Rule(min=1), "retrained_seeds": Rule(min=1), "shadows": Rule(min=0),
+               "reference_models": Rule(min=0)}  # the other settings are checked for the type of their default
+CELL_SETTINGS = ("methods", "forget", "seeds", "reassignment_class", "reassignment_method")  # which cells exist
 REFERENCE_ROWS = ("original", "retrain")  # not unlearning methods: the two ends every method is placed between
 FLOOR_SEED_OFFSET = 1000
 
@@ -76,19 +80,33 @@ def plan(config: str | Path, *, methods: Sequence[str] | None = None, forget: Se
          seeds: int | None = None, overrides: Sequence[str] = ()) -> BenchPlan:
     """Resolve the grid: config `[bench]` table <- command-line arguments."""
     from fastforget.unlearn import METHODS
+    from fastforget.unlearn.registry import merge_hyperparameters
 
     cfg = load_config(config, overrides)
     settings = {**BENCH_DEFAULTS, **cfg.raw.get("bench", {})}
-    unknown = set(settings) - set(BENCH_DEFAULTS)
+    unknown = sorted(set(settings) - set(BENCH_DEFAULTS))
     if unknown:
-        raise ConfigError(f"unknown [bench] setting(s) {sorted(unknown)}; known: {sorted(BENCH_DEFAULTS)}")
+        raise ConfigError(f"unknown [bench] setting {unknown[0]!r} (from {cfg.source})"
+                          f"{did_you_mean(unknown[0], BENCH_DEFAULTS)}; known: {', '.join(BENCH_DEFAULTS)}")
     if methods:
         settings["methods"] = list(methods)
-    if seeds:
-        settings["seeds"] = seeds
+    if seeds is not None:
+        settings["seeds"] = check_value("--seeds", seeds, 1, BENCH_RULES["seeds"])
+    for key, default in BENCH_DEFAULTS.items():
+        if key != "forget":
+            settings[key] = check_value(f"bench.{key}", settings[key], default, BENCH_RULES.get(key), cfg.source)
+    if settings["forget"] != "all" and not isinstance(settings["forget"], list):
+        raise ConfigError(f"bench.forget must be \"all\" or a list of classes (like [\"3\"], or [[\"3\", \"8\"]] for "
+                          f"a multi-class cell), not {settings['forget']!r} (from {cfg.source})")
+    for metric in settings["metrics"]:
+        if metric not in METRICS:
+            raise ConfigError(f"bench.metrics holds {metric!r} (from {cfg.source}), not a metric"
+                              f"{did_you_mean(str(metric), METRICS)}; metrics: {', '.join(METRICS)}")
     for name, variant in settings["variants"].items():
-        if variant.get("method") not in METHODS:
+        if not isinstance(variant, dict) or variant.get("method") not in METHODS:
             raise ConfigError(f"[bench.variants.{name!r}] needs method = one of {sorted(METHODS)}")
+        merge_hyperparameters(METHODS[variant["method"]], cfg.method_overrides(variant["method"]),
+                              {k: v for k, v in variant.items() if k != "method"}, origin=f"[bench.variants.{name!r}]")
     bad = [m for m in settings["methods"] if m not in METHODS and m not in REFERENCE_ROWS
            and m not in settings["variants"]]
     if bad:
@@ -105,17 +123,20 @@ def plan(config: str | Path, *, methods: Sequence[str] | None = None, forget: Se
 
 
 def read_results(path: str | Path) -> list[dict]:
-    """The finished cells; a line cut off by a kill is ignored (it is redone)."""
+    """The finished cells, each once (the first line of a cell key wins); a line cut off by a kill is ignored (it
+    is redone)."""
     path = Path(path)
     if not path.is_file():
         return []
-    records = []
+    records: dict[str, dict] = {}
     for line in path.read_text().splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
-    return records
+        if isinstance(record, dict) and "cell" in record:
+            records.setdefault(record["cell"], record)
+    return list(records.values())
 
 
 def drop_partial_line(path: Path) -> None:
@@ -139,13 +160,14 @@ def _cell_key(method: str, forget: Sequence[int], seed: int) -> str:
 def _model(folder: Path, bench: BenchPlan, *, seed: int, exclude: Sequence[int], desc: str) -> tuple:
     """Reuse the model in `folder` if its sidecar matches this config, seed and exclusion; else train it."""
     key = recipe_key(bench.cfg)
-    if (folder / "model.json").is_file():
+    if (folder / SIDECAR).is_file():
         model, meta = load_checkpoint(folder)
         expected = {"seed": seed, "excluded": sorted(exclude), "recipe_key": key}
         found = {k: meta.get(k) for k in expected}
         if found != expected:
             raise ConfigError(f"{folder} holds a model trained with {found}, not {expected}: this output folder "
-                              "belongs to another config; use a fresh --out or delete the folder")
+                              "belongs to another config; use a fresh --out, or --overwrite to move it aside")
+        check_data(meta, bench.dataset, folder)
         return model, meta
     trained = train_model(bench.cfg, exclude=sorted(exclude), seed=seed, dataset=bench.dataset, desc=desc)
     trained.meta["recipe_key"] = key
@@ -153,13 +175,95 @@ def _model(folder: Path, bench: BenchPlan, *, seed: int, exclude: Sequence[int],
     return trained.model.eval(), trained.meta
 
 
-def run(bench: BenchPlan, out: str | Path) -> Path:
-    """Run every unfinished cell, then write the report; returns the report's path."""
-    out = Path(out)
+def config_hash(config: dict, settings: dict, fingerprint: dict | None) -> str:
+    """A short hash of everything that decides a cell's numbers (config, bench settings, data), but not of which
+    cells there are: a grid extended with methods, forget classes or seeds keeps its hash."""
+    decisive = {"config": {k: v for k, v in config.items() if k != "bench"},
+                "bench": {k: v for k, v in settings.items() if k not in CELL_SETTINGS}, "data": fingerprint}
+    decisive["config"]["data"] = {k: v for k, v in decisive["config"].get("data", {}).items() if k != "root"}
+    return hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _claim(out: Path, bench: BenchPlan, digest: str, fingerprint: dict, overwrite: bool) -> None:
+    """Before anything is written: the folder holds nothing of another config (or, with `overwrite`, that is moved
+    to out/superseded-HASH/), and every model it holds fits this config. A folder written before hashes were
+    recorded is judged by its config.json (its data assumed unchanged: it recorded no fingerprint)."""
+    recorded = _read_json(out / "config.json")
+    hashes = {r.get("config_hash") for r in read_results(out / "results.jsonl")} - {None}
+    if recorded:
+        hashes.add(recorded.get("config_hash") or config_hash(
+            recorded.get("config", {}), recorded.get("bench", {}), recorded.get("data_fingerprint", fingerprint)))
+    models = sorted(p.parent for p in (out / "models").glob(f"*/{SIDECAR}"))
+    misfits = [m for m in models if _read_json(m / SIDECAR).get("recipe_key") != recipe_key(bench.cfg)]
+    old = sorted(hashes - {digest})
+    if not old and not misfits:
+        return
+    aside = out / f"superseded-{old[0] if old else 'models'}"
+    if not overwrite:
+        what = f"results of config {', '.join(old)} (this run: {digest})" if old else f"models {misfits[0]}"
+        raise ConfigError(f"{out} holds {what}{_changes(recorded, bench)}: this output folder belongs to another "
+                          f"config; use a fresh --out, or --overwrite to move the old results to {aside}/")
+    aside = next(a for a in (aside, *(aside.with_name(f"{aside.name}-{n}") for n in range(2, 10**6)))
+                 if not a.exists())
+    (aside / "models").mkdir(parents=True)
+    for path in out.iterdir():
+        if path.is_file() and not path.name.endswith(".lock"):
+            path.rename(aside / path.name)
+    for model in misfits:
+        model.rename(aside / "models" / model.name)
+
+
+def _changes(recorded: dict, bench: BenchPlan) -> str:
+    """`; changed: train.lr 0.05 -> 0.01, ...` between a folder's recorded config and this run's."""
+    if not recorded:
+        return ""
+    before = _flat({"config": recorded.get("config", {}), "bench": recorded.get("bench", {})})
+    now = _flat({"config": bench.cfg.raw, "bench": bench.settings})
+    ignored = ("config.bench.", *(f"bench.{key}" for key in CELL_SETTINGS))
+    changed = [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
+               if before.get(k) != now.get(k) and not k.startswith(ignored)]
+    return f"; changed: {', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''}" if changed else ""
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def run(bench: BenchPlan, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Run every unfinished cell, then write the report; returns the report's path.
+
+    One run at a time holds `results.jsonl`'s lock; the folder's earlier results and models are checked against
+    this config before anything is written; every result line carries the config's hash.
+    """
+    out = check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.jsonl"
-    write_json(out / "config.json", {"config": bench.cfg.raw, "bench": bench.settings,
-                                     "versions": environment(resolve_device(bench.cfg.train.device))})
+    with exclusive_lock(results_path):
+        fingerprint = data_fingerprint(bench.dataset)
+        digest = config_hash(bench.cfg.raw, bench.settings, fingerprint)
+        _claim(out, bench, digest, fingerprint, overwrite)
+        write_json(out / "config.json", {"config": bench.cfg.raw, "bench": bench.settings, "config_hash": digest,
+                                         "data_fingerprint": fingerprint,
+                                         "versions": environment(resolve_device(bench.cfg.train.device))})
+        return _run_cells(bench, out, digest)
+
+
+def _run_cells(bench: BenchPlan, out: Path, digest: str) -> Path:
+    results_path = out / "results.jsonl"
     drop_partial_line(results_path)
     done = {r["cell"] for r in read_results(results_path)}
     s = bench.settings
@@ -189,7 +293,7 @@ def run(bench: BenchPlan, out: str | Path) -> Path:
         retrained_outs, (gold_model, gold_meta) = cache[(_tag(forget), seed)]
         record = _run_cell(bench, method, forget, seed, original, original_meta, original_out, retrained_outs,
                            gold_model, gold_meta, options, attack, device)
-        append_jsonl(results_path, record)
+        append_jsonl(results_path, {**record, "config_hash": digest})
         bar.update(1)
         bar.write(f"{record['cell']:<28} ACC_r {record.get('acc_r_test', float('nan')):6.2f}  "
                   f"ACC_f {record.get('acc_f_test', float('nan')):6.2f}  MIA-NN {_fmt(record.get('mia_nn'))}  "

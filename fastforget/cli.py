@@ -1,12 +1,16 @@
 """`fastforget` on the command line: a thin layer over `fastforget.api`.
 
 Options that take several classes (`--forget a b`, `--exclude`, `--retrained`) also accept repeats and commas.
+A user error exits 2 with one line, `error: PROBLEM; FIX`; `--debug` (anywhere on the line) or FASTFORGET_DEBUG=1
+adds the traceback. Nothing that holds a model or results is overwritten without `--overwrite`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +19,7 @@ import typer
 
 from fastforget import api
 from fastforget.bench import tables
-from fastforget.errors import FastForgetError
+from fastforget.errors import FastForgetError, OutputError
 from fastforget.metrics.registry import METRICS, SETTINGS, default_metrics, get_metric, uninformative_mark
 
 app = typer.Typer(help="fastforget: erase whole classes from image classifiers, fast, and measure how well.",
@@ -27,6 +31,14 @@ VARIADIC = {"--forget", "--exclude", "--retrained", "--hp", "--set"}
 
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="config name in configs/ or a TOML file")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config value: section.key=value")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace what --out already holds")]
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option(
+        "--debug", help="show the traceback of an error (also FASTFORGET_DEBUG=1); accepted after any command")]
+        = False) -> None:
+    """Options of every command (`main` reads --debug itself, wherever it is on the line)."""
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -48,10 +60,15 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="epochs (default: the config's)")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model")] = False,
     set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
-    """Train an original model, or with --exclude the retrained gold standard."""
+    """Train an original model, or with --exclude the retrained gold standard.
+
+    Example: fastforget train --config digits --exclude 3 --out runs/retrained-3
+    """
     overrides = [*(set_ or []), *(["train.compile=true"] if compile else [])]
-    trained = api.train(config, exclude=_split(exclude), seed=seed, epochs=epochs, out=out, overrides=overrides)
+    trained = api.train(config, exclude=_split(exclude), seed=seed, epochs=epochs, out=out, overrides=overrides,
+                        overwrite=overwrite)
     meta = trained.meta
     _echo_kv(f"trained {meta['arch']} on {meta['dataset']} -> {out}", {
         "excluded": ", ".join(meta["excluded_names"]) or "-",
@@ -74,6 +91,9 @@ def _list_methods() -> None:
 def _parse_hp(values: list[str] | None) -> dict:
     from fastforget.config import parse_override
 
+    for text in values or []:
+        if "=" not in text:
+            raise FastForgetError(f"--hp {text!r} must look like key=value (e.g. --hp epochs=5)")
     return {".".join(keys): value for keys, value in map(parse_override, values or [])}
 
 
@@ -87,9 +107,14 @@ def unlearn(
     hp: Annotated[list[str] | None, typer.Option(help="method hyperparameter: key=value")] = None,
     seed: Annotated[int | None, typer.Option(help="seed (default: the original's)")] = None,
     list_: Annotated[bool, typer.Option("--list", help="list the methods and exit")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the method's training steps")] = False,
     set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
-    """Unlearn classes from a trained model with one method."""
+    """Unlearn classes from a trained model with one method.
+
+    Example: fastforget unlearn --method rwft-2-o --checkpoint runs/original --forget 3 --out runs/rwft-2-o
+    """
     if list_:
         _list_methods()
         return
@@ -97,8 +122,9 @@ def unlearn(
                if value is None]
     if missing:
         raise FastForgetError(f"unlearn needs {', '.join(missing)} (or --list)")
-    result, meta = api.unlearn(method, checkpoint, _split(forget), config=config, overrides=set_ or [],
-                               hyperparameters=_parse_hp(hp), out=out, seed=seed)
+    overrides = [*(set_ or []), *(["train.compile=true"] if compile else [])]
+    result, meta = api.unlearn(method, checkpoint, _split(forget), config=config, overrides=overrides,
+                               hyperparameters=_parse_hp(hp), out=out, seed=seed, overwrite=overwrite)
     _echo_kv(f"{method}: forgot {', '.join(meta['forget_names'])} -> {out}", {
         "ACC_r test %": meta["acc_r_test"],
         "ACC_f test %": meta["acc_f_test"],
@@ -152,13 +178,16 @@ def eval_(
     nearest: Annotated[str | None, typer.Option(help="MIA-NN's nearest class (default: from the retrained)")] = None,
     json_: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
     plots: Annotated[Path | None, typer.Option(help="folder for confusion-matrix and reassignment PNGs")] = None,
-    shadows: Annotated[int, typer.Option(help="U-LIRA shadow pairs")] = SETTINGS["shadows"],
-    reference_models: Annotated[int, typer.Option(help="RMIA reference models")] = SETTINGS["reference_models"],
+    shadows: Annotated[int, typer.Option(min=1, help="U-LIRA shadow pairs")] = SETTINGS["shadows"],
+    reference_models: Annotated[int, typer.Option(min=1, help="RMIA reference models")] = SETTINGS["reference_models"],
     train_samples: Annotated[int, typer.Option(
-        help="train-split metrics on a class-stratified subsample of this many samples (0: the whole split)")] = 0,
+        min=0, help="train-split metrics on a class-stratified subsample of this many samples (0: the whole split)")]
+    = 0,
     eval_seed: Annotated[int, typer.Option(
-        help="the evaluation seed (subsamples, bootstrap): keep it the same for every model you compare")] = 0,
+        min=0, help="the evaluation seed (subsamples, bootstrap): keep it the same for every model you compare")]
+    = 0,
     amp: Annotated[bool, typer.Option("--amp", help="run the models in bf16 autocast (~2x faster on CPU)")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --json file")] = False,
 ) -> None:
     """Evaluate an unlearned (or any) model: every registered metric that can run, each with its interval.
 
@@ -168,7 +197,7 @@ def eval_(
                "reference_models": reference_models}
     report = api.evaluate(checkpoint, forget=_split(forget), original=original, retrained=retrained or [],
                           metrics=_split([metrics]) if metrics else None, nearest=nearest, json_path=json_,
-                          plots_dir=plots, options=options)
+                          plots_dir=plots, options=options, overwrite=overwrite)
     _echo_kv(f"{report['method']} on {report['dataset']}, forgetting {', '.join(report['forget_names'])}; "
              f"{_train_split_line(report)}", _eval_rows(report))
     for metric, reason in report["skipped"].items():
@@ -188,6 +217,9 @@ def bench(
     metrics: Annotated[str | None, typer.Option(help=_metric_help() + "; ulira and rmia train models of their own")]
     = None,
     set_: SetOpt = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="if --out holds results of another config, move them to --out/superseded-HASH/ and "
+        "start afresh")] = False,
 ) -> None:
     """Run the grid (seeds x forget classes x methods x metrics); rerun the same command to resume.
 
@@ -195,7 +227,7 @@ def bench(
     """
     overrides = [*(set_ or []), *([_list_override("bench.metrics", _split([metrics]))] if metrics else [])]
     report = api.bench(config, out=out, methods=_split([methods]) if methods else None, forget=_split(forget),
-                       seeds=seeds, overrides=overrides)
+                       seeds=seeds, overrides=overrides, overwrite=overwrite)
     _print_tables(report)
 
 
@@ -230,11 +262,17 @@ def data_prepare(
     dataset: Annotated[str, typer.Argument(help="digits, mnist, fashion-mnist, cifar10, cifar100, tinyimagenet")],
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for train.beton and test.beton")],
     root: Annotated[Path | None, typer.Option(help="data folder (default: $FASTFORGET_DATA)")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace existing .beton files")] = False,
 ) -> None:
     """Write FFCV .beton files for a data set."""
     from fastforget.data import load_dataset
     from fastforget.data.ffcv import prepare
+    from fastforget.io import check_output_dir
 
+    check_output_dir(out)
+    existing = [name for name in ("train.beton", "test.beton") if (out / name).exists()]
+    if existing and not overwrite:
+        raise OutputError(f"--out {out} already holds {', '.join(existing)}: pass --overwrite to replace them")
     paths = prepare(load_dataset(dataset, root), out)
     typer.echo(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
 
@@ -255,9 +293,39 @@ def _expand_variadic(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
+    """The console script: run a command; a user error is one line on stderr and exit status 2."""
     warnings.filterwarnings("default", module="fastforget")
+    argv = sys.argv[1:]
+    debug = "--debug" in argv or os.environ.get("FASTFORGET_DEBUG", "0") not in ("", "0")
+    argv = [arg for arg in argv if arg != "--debug"]
     try:
-        app(args=_expand_variadic(sys.argv[1:]), prog_name="fastforget", standalone_mode=True)
+        code = app(args=_expand_variadic(argv), prog_name="fastforget", standalone_mode=False)
     except FastForgetError as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise SystemExit(2) from None
+        _fail(str(err), 2, debug)
+    except typer.TyperException as err:  # usage: a missing or malformed option (the parser's own message)
+        if type(err).__name__ == "NoArgsIsHelpError":  # the help was shown
+            raise SystemExit(err.exit_code) from None
+        context = getattr(err, "ctx", None)
+        where = f" (see `{context.command_path} --help`)" if context is not None else ""
+        _fail(f"{err.format_message()}{where}", err.exit_code, debug)
+    except typer.Abort:
+        _fail("aborted", 1, debug)
+    except OSError as err:  # the file system refused: a path the checks could not foresee (disk full, ...)
+        _fail(f"{err.strerror or err}: {err.filename or ''}; check the path, its permissions and free space", 2,
+              debug)
+    except Exception as err:
+        _fail(f"internal error ({type(err).__name__}: {err}): this is a bug in fastforget; rerun with --debug (or "
+              "FASTFORGET_DEBUG=1) to see the traceback, and report it", 1, debug)
+    if code == 130:
+        typer.secho("interrupted: finished work is kept; rerun the same command to resume", fg=typer.colors.RED,
+                    err=True)
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
+
+
+def _fail(message: str, code: int, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    line = "; ".join(part.strip() for part in message.splitlines() if part.strip())
+    typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+    raise SystemExit(code) from None

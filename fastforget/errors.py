@@ -1,4 +1,8 @@
-"""Errors that fastforget raises on bad input: each message names the problem and the fix."""
+"""Errors that fastforget raises on bad input: each message names the problem and the fix, on one line.
+
+The CLI prints a `FastForgetError` as `error: MESSAGE` and exits 2; anything else is a bug in fastforget, shown as
+one line that says how to see its traceback (`--debug` or FASTFORGET_DEBUG=1).
+"""
 
 
 class FastForgetError(Exception):
@@ -21,8 +25,24 @@ class CheckpointError(FastForgetError):
     """A checkpoint that is missing, corrupt, or does not fit the model it is loaded into."""
 
 
+class DataMismatchError(CheckpointError):
+    """A checkpoint used with data other than the data it was trained on."""
+
+
 class ConfigError(FastForgetError):
-    """A config file or override that cannot be applied."""
+    """A config file, override or hyperparameter that cannot be applied."""
+
+
+class ConfigValueError(ConfigError, ValueError):
+    """A config value or hyperparameter of the wrong type or outside its range."""
+
+
+class OutputError(FastForgetError):
+    """An output path that cannot be written, or that holds something it would overwrite without `--overwrite`."""
+
+
+class ResultsLockedError(OutputError):
+    """Another live process is writing the same results file."""
 
 
 class TrainingDivergedError(FastForgetError):

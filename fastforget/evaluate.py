@@ -20,6 +20,7 @@ from torch import nn
 from fastforget import metrics
 from fastforget.config import Config
 from fastforget.data import ImageDataset
+from fastforget.inference import predict_logits
 from fastforget.metrics.registry import (
     NEEDS,
     EvalContext,
@@ -31,7 +32,6 @@ from fastforget.metrics.registry import (
     get_metric,
 )
 from fastforget.shadows import reference_half, replay_seed, shadow_models
-from fastforget.train import predict_logits
 
 Replay = Callable[[nn.Module, int], nn.Module]
 """replay(shadow original, seed) -> that shadow unlearned with the method under test."""

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from fastforget import __version__
+from fastforget.errors import ConfigError
 
 
 def default_device() -> torch.device:
@@ -24,7 +25,25 @@ def default_device() -> torch.device:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    return default_device() if device in (None, "", "auto") else torch.device(device)
+    """`auto` (CUDA where present, else CPU) or a device torch knows and this machine has."""
+    if device in (None, "", "auto"):
+        return default_device()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"train.device = {device!r} is not a device ({err}); use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"train.device = {device!r} but this machine has no usable CUDA GPU (torch "
+                              f"{torch.__version__}, CUDA {torch.version.cuda or 'not built in'}); use "
+                              "--set train.device=auto or cpu")
+        if resolved.index is not None and resolved.index >= count:
+            raise ConfigError(f"train.device = {device!r} but this machine has {count} CUDA device(s) "
+                              f"(cuda:0..cuda:{count - 1}); use one of them or auto")
+    elif resolved.type not in ("cpu", "mps") or (resolved.type == "mps" and not torch.backends.mps.is_available()):
+        raise ConfigError(f"train.device = {device!r} is not available here; use auto, cpu or cuda")
+    return resolved
 
 
 def seed_everything(seed: int) -> None:
@@ -115,6 +134,20 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def determinism() -> dict:
+    """What decides whether a rerun gives the same bits: CPU kernels split their reductions by thread count, so
+    the same seed with another `torch_threads` gives (slightly) different weights; on CUDA, only
+    deterministic algorithms make reruns bit-identical."""
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+    }
+
+
 def environment(device: torch.device | None = None) -> dict:
     """Versions and hardware, recorded in every sidecar and result file."""
     device = device or default_device()
@@ -127,6 +160,7 @@ def environment(device: torch.device | None = None) -> dict:
         "platform": platform.platform(),
         "device": str(device),
         "cpu_count": os.cpu_count(),
+        **determinism(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -1,15 +1,16 @@
 """The one training loop (`fit`) and the recipe that trains originals, retrained and shadow models.
 
 Every unlearning method that trains calls `fit` with its own loss and parameter set; nothing else in fastforget
-writes an optimisation loop.
+writes an optimisation loop. The loop keeps the device busy: no host synchronisation per step (the progress bar
+reads device-side counters at its refresh interval only), one fused SGD step for all parameters, and with
+`compile` one compiled model per (architecture, method shape), reused by every later run in the process.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,19 +23,11 @@ from tqdm.auto import tqdm
 
 from fastforget.checkpoint import save_checkpoint
 from fastforget.config import Config, TrainRecipe
-from fastforget.data import Augment, ImageDataset, InMemoryLoader, load_dataset, resolve_classes
-from fastforget.data.ffcv import ffcv_available, ffcv_loader
-from fastforget.data.sources import cache_dir
-from fastforget.errors import ConfigError, TrainingDivergedError, UnknownClassError
+from fastforget.data import ImageDataset, data_fingerprint, load_dataset, make_train_loader, resolve_classes
+from fastforget.errors import TrainingDivergedError, UnknownClassError
+from fastforget.inference import accuracy, predict_logits
 from fastforget.models import build_model
-from fastforget.runtime import (
-    amp_dtype,
-    autocast,
-    environment,
-    progress_enabled,
-    resolve_device,
-    seed_everything,
-)
+from fastforget.runtime import amp_dtype, autocast, environment, progress_enabled, resolve_device, seed_everything
 
 
 class Batch(NamedTuple):
@@ -45,6 +38,31 @@ class Batch(NamedTuple):
 
 LossFn = Callable[[nn.Module, Batch, float], tuple[torch.Tensor, torch.Tensor | None]]
 """loss_fn(model, batch, progress in [0, 1)) -> (scalar loss, logits for the progress bar's accuracy, or None)."""
+
+
+@dataclass(frozen=True)
+class SGDSpec:
+    """The optimiser and its learning-rate schedule: SGD with momentum, weight decay through the gradient."""
+
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant, step (StepLR in epochs), onecycle or linear
+    step_size: int = 40
+    gamma: float = 0.1
+
+    @classmethod
+    def from_recipe(cls, recipe: TrainRecipe) -> SGDSpec:
+        return cls(lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                   schedule=recipe.schedule, step_size=recipe.step_size, gamma=recipe.gamma)
+
+
+@dataclass(frozen=True)
+class ExecSpec:
+    """How the steps run: AMP (bf16 where supported, else fp16 with a grad scaler) and torch.compile."""
+
+    amp: bool = True
+    compile: bool = False
 
 
 @dataclass
@@ -77,21 +95,120 @@ def _freeze_batchnorm_stats(model: nn.Module) -> None:
             module.eval()
 
 
+@functools.cache
+def prepare_process() -> None:
+    """Pay the loop's one-time process costs, so that a timed run does not: the first `torch.optim` optimiser of
+    a process imports torch._dynamo (about a second)."""
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
+
+
+RECOMPILE_LIMIT = 64
+"""Compiled variants kept per model class: one per method shape (which parameters train, train/eval BatchNorm,
+batch size), so that a whole grid stays compiled (torch's default of 8 would fall back to eager mid-grid)."""
+
+
+COMPILE_BACKEND = "inductor"
+"""torch.compile's backend; the tests use "eager" (the same graph capture, guards and recompiles, no code
+generation, which takes a minute per model on a small CPU)."""
+
+COMPILE_MODE: str | None = None
+"""torch.compile's mode. "reduce-overhead" adds CUDA graphs, which pay where a run's shapes are static (drop_last
+loaders: one batch shape) and the step is launch-bound; bench/gpu_loop.py measures it against plain compile."""
+
+
+def compiled(module: nn.Module) -> nn.Module:
+    """`module` under torch.compile, static shapes. Compiled code is cached per class and method shape, not per
+    instance: a fresh copy of the same architecture trained the same way reuses it without compiling again."""
+    config = torch._dynamo.config
+    config.cache_size_limit = max(config.cache_size_limit, RECOMPILE_LIMIT)
+    config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 4 * RECOMPILE_LIMIT)
+    return torch.compile(module, dynamic=False, backend=COMPILE_BACKEND, mode=COMPILE_MODE)
+
+
+def _optimizer(params: list[nn.Parameter], sgd: SGDSpec, *, decay_in_optimizer: bool) -> torch.optim.SGD:
+    """Fused SGD (one kernel over every parameter) where torch has it for the device, else foreach."""
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.SGD(params, lr=sgd.lr, momentum=sgd.momentum,
+                           weight_decay=sgd.weight_decay if decay_in_optimizer else 0.0,
+                           fused=fused or None, foreach=None if fused else True)
+
+
+PROGRESS_INTERVAL_S = 0.5
+"""How often the loop reads its loss on the host (progress bar, divergence check)."""
+
+
+class _Progress:
+    """Loss (and, with the bar shown, accuracy) summed on the device; read on the host every
+    `PROGRESS_INTERVAL_S` only, for the bar and the divergence check. On CUDA the read is an asynchronous copy
+    collected at the next interval, so the loop never waits for the device."""
+
+    def __init__(self, total: int, desc: str, device: torch.device) -> None:
+        shown = progress_enabled()
+        self.bar = tqdm(total=total, desc=desc, disable=not shown, leave=False, unit="step")
+        self.device, self.desc, self.interval = device, desc, PROGRESS_INTERVAL_S
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.int64)
+        self.count_correct = shown
+        self.host = torch.zeros(2, pin_memory=device.type == "cuda")
+        self.copied: torch.cuda.Event | None = None
+        self.snapshot = (0, 0)  # step and images at the last asynchronous copy
+        self.next_read = time.perf_counter() + self.interval
+        self.start = time.perf_counter()
+        self.images = 0
+
+    def update(self, loss: torch.Tensor, logits: torch.Tensor | None, labels: torch.Tensor, step: int,
+               epoch: int) -> None:
+        self.loss_sum.add_(loss.detach())
+        if self.count_correct and logits is not None:
+            self.correct.add_((logits.detach().argmax(1) == labels).sum())
+        self.images += labels.numel()
+        now = time.perf_counter()
+        if now < self.next_read:
+            return
+        self.next_read = now + self.interval
+        if self.device.type != "cuda":
+            self._show([self.loss_sum.item(), self.correct.item() if self.count_correct else 0], step, self.images,
+                       epoch)
+            return
+        if self.copied is not None and self.copied.query():
+            self._show(self.host.tolist(), *self.snapshot, epoch)
+        if self.copied is None or self.copied.query():
+            self.host[0].copy_(self.loss_sum, non_blocking=True)
+            self.host[1].copy_(self.correct, non_blocking=True)
+            self.copied, self.snapshot = torch.cuda.Event(), (step, self.images)
+            self.copied.record()
+
+    def _show(self, sums: list[float], step: int, images: int, epoch: int) -> None:
+        loss = _finite_mean_loss(sums[0], step, epoch, self.desc)
+        postfix = {"loss": f"{loss:.4f}", "img_s": f"{images / (time.perf_counter() - self.start):.0f}"}
+        if self.count_correct:
+            postfix["acc"] = f"{100 * sums[1] / max(1, images):.1f}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(step - self.bar.n)
+
+    def finish(self, step: int, epoch: int) -> float:
+        """The mean loss over every step (one host read), checked to be finite."""
+        return _finite_mean_loss(self.loss_sum.item(), step, epoch, self.desc) if step else float("nan")
+
+
+def _finite_mean_loss(total: float, step: int, epoch: int, desc: str) -> float:
+    value = total / max(1, step)
+    if not math.isfinite(value):
+        raise TrainingDivergedError(
+            f"{desc}: the loss became {value} by step {step} (epoch {epoch + 1}); lower the learning rate "
+            "(e.g. train.lr=0.01 or the method's lr=...) or turn off AMP (train.amp=false)")
+    return value
+
+
 def fit(
     model: nn.Module,
     loader: Iterable,
     loss_fn: LossFn,
     *,
     epochs: int,
-    lr: float,
+    sgd: SGDSpec,
     params: Sequence[nn.Parameter] | None = None,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    schedule: str = "constant",
-    step_size: int = 40,
-    gamma: float = 0.1,
-    amp: bool = True,
-    compile: bool = False,
+    execution: ExecSpec = ExecSpec(),
     freeze_bn: bool = False,
     grad_masks: dict[nn.Parameter, torch.Tensor] | None = None,
     desc: str = "train",
@@ -101,7 +218,8 @@ def fit(
     Weight decay enters through the gradient (as in torch's SGD) *before* `grad_masks` multiply it, so a weight
     whose mask is 0 keeps its exact value: no decay, no momentum. Parameters outside `params` are frozen for the
     run (no gradients computed) and get their flags back afterwards. `freeze_bn` keeps BatchNorm running
-    statistics fixed, which fine-tuning on forget-only batches needs.
+    statistics fixed, which fine-tuning on forget-only batches needs. On CUDA cuDNN benchmarks its algorithms
+    once per shape (the shapes of a run are static: one batch size, at most one ragged last batch).
     """
     device = next(model.parameters()).device
     params = list(model.parameters()) if params is None else list(params)
@@ -111,122 +229,57 @@ def fit(
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in flags:
         p.requires_grad_(id(p) in trainable)
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum)
+    masked = [(p, grad_masks[p]) for p in params if p in grad_masks] if grad_masks else []
+    optimizer = _optimizer(params, sgd, decay_in_optimizer=not masked)
     steps_per_epoch = len(loader)
     total = epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(schedule, total, steps_per_epoch, step_size, gamma))
-    scaler = torch.amp.GradScaler(device.type) if amp and amp_dtype(device) == torch.float16 else None
-    forward = torch.compile(model) if compile else model
+    multiplier = lr_lambda(sgd.schedule, total, steps_per_epoch, sgd.step_size, sgd.gamma)
+    scaler = torch.amp.GradScaler(device.type) if execution.amp and amp_dtype(device) == torch.float16 else None
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    forward = compiled(model) if execution.compile else model
     model.train()
     if freeze_bn:
         _freeze_batchnorm_stats(model)
 
-    bar = tqdm(total=total, desc=desc, disable=not progress_enabled(), leave=False, unit="step")
-    step, images, last_loss, start = 0, 0, float("nan"), time.perf_counter()
-    running_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device)
+    progress = _Progress(total, desc, device)
+    step, epoch = 0, 0
     try:
         for epoch in range(epochs):
             for raw in loader:
                 batch = Batch(*raw)
-                with autocast(device, amp):
+                for group in optimizer.param_groups:
+                    group["lr"] = sgd.lr * multiplier(step)
+                with autocast(device, execution.amp):
                     loss, logits = loss_fn(forward, batch, step / max(1, total))
                 optimizer.zero_grad(set_to_none=True)
                 (scaler.scale(loss) if scaler else loss).backward()
                 if scaler:
                     scaler.unscale_(optimizer)
-                with torch.no_grad():
-                    for p in params:
-                        if p.grad is None:
-                            continue
-                        if weight_decay:
-                            p.grad.add_(p, alpha=weight_decay)
-                        if grad_masks is not None and p in grad_masks:
-                            p.grad.mul_(grad_masks[p])
+                if masked:
+                    _decay_then_mask(params, masked, sgd.weight_decay)
                 (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
-                scheduler.step()
                 step += 1
-                images += batch.labels.numel()
-                running_loss += loss.detach().float()
-                if logits is not None:
-                    correct += (logits.detach().argmax(1) == batch.labels).sum()
-                if step % 10 == 0 or step == total or device.type == "cpu":
-                    last_loss = _check_finite(running_loss, step, epoch, desc)
-                    bar.set_postfix(loss=f"{last_loss:.4f}", acc=f"{100 * correct.item() / images:.1f}",
-                                    img_s=f"{images / (time.perf_counter() - start):.0f}", refresh=False)
-                    bar.update(step - bar.n)
+                progress.update(loss, logits, batch.labels, step, epoch)
+        final_loss = progress.finish(step, epoch)
     finally:
-        bar.close()
+        progress.bar.close()
         for p, flag in flags:
             p.requires_grad_(flag)
-    last_loss = _check_finite(running_loss, step, epochs - 1, desc) if step else last_loss
-    return FitStats(steps=step, images=images, seconds=time.perf_counter() - start, final_loss=last_loss)
-
-
-def _check_finite(running_loss: torch.Tensor, step: int, epoch: int, desc: str) -> float:
-    value = running_loss.item() / max(1, step)
-    if not math.isfinite(value):
-        raise TrainingDivergedError(
-            f"{desc}: the loss became {value} by step {step} (epoch {epoch + 1}); lower the learning rate "
-            "(e.g. train.lr=0.01 or the method's lr=...) or turn off AMP (train.amp=false)")
-    return value
+    return FitStats(steps=step, images=progress.images, seconds=time.perf_counter() - progress.start,
+                    final_loss=final_loss)
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, dataset: ImageDataset, *, batch_size: int = 512,
-                   device: torch.device | None = None, amp: bool = False) -> torch.Tensor:
-    """Logits of `model` on uint8 images, in fp32 on the CPU, in the order given (eval mode, no augmentation)."""
-    device = device or next(model.parameters()).device
-    labels = torch.zeros(len(images), dtype=torch.long)
-    loader = InMemoryLoader(images, labels, batch_size=batch_size, shuffle=False, mean=dataset.mean,
-                            std=dataset.std, device=device)
-    was_training = model.training
-    model.eval()
-    outs = []
-    for x, _, _ in loader:
-        with autocast(device, amp):
-            outs.append(model(x).float().cpu())
-    model.train(was_training)
-    return torch.cat(outs) if outs else torch.empty(0, 0)
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return 100.0 * (logits.argmax(1) == labels).float().mean().item() if len(labels) else float("nan")
-
-
-def ffcv_train_file(dataset: ImageDataset) -> Path:
-    """The data set's training split as a .beton in the cache, written on first use (keyed by its content)."""
-    from fastforget.data.ffcv import write_beton
-
-    stride = max(1, len(dataset.train_labels) // 1000)
-    digest = hashlib.sha1(dataset.train_labels.numpy().tobytes())
-    digest.update(dataset.train_images[::stride].numpy().tobytes())
-    path = cache_dir() / "ffcv" / f"{dataset.name}-{digest.hexdigest()[:12]}" / "train.beton"
-    if not path.is_file():
-        write_beton(dataset.train_images, dataset.train_labels, path)
-    return path
-
-
-def config_augment(cfg: Config) -> Augment:
-    """The training augmentation a config asks for (`data.crop_padding`, `data.flip`)."""
-    return Augment(crop_padding=cfg.data.get("crop_padding", 0), flip=cfg.data.get("flip", False))
-
-
-def make_train_loader(dataset: ImageDataset, cfg: Config, *, indices: torch.Tensor | None, batch_size: int,
-                      device: torch.device, seed: int, shuffle: bool = True, augment: bool = True) -> Iterable:
-    """The config's loader (`data.loader`: memory or ffcv) over the training samples at `indices`."""
-    options = dict(batch_size=batch_size, shuffle=shuffle, augment=config_augment(cfg) if augment else Augment(),
-                   mean=dataset.mean, std=dataset.std, device=device, drop_last=shuffle, seed=seed, indices=indices)
-    kind = cfg.data.get("loader", "memory")
-    if kind == "ffcv":
-        if ffcv_available():
-            return ffcv_loader(ffcv_train_file(dataset), **options)
-        warnings.warn("data.loader = 'ffcv' but FFCV is not installed here: using the in-memory loader "
-                      "(scripts/setup.sh installs FFCV where apt is available)", stacklevel=2)
-    elif kind != "memory":
-        raise ConfigError(f"data.loader must be 'memory' or 'ffcv', not {kind!r}")
-    return InMemoryLoader(dataset.train_images, dataset.train_labels, **options)
+def _decay_then_mask(params: list[nn.Parameter], masked: list[tuple[nn.Parameter, torch.Tensor]],
+                     weight_decay: float) -> None:
+    """grad += weight_decay * p, then grad *= mask: a masked-out weight gets a zero gradient, decay included."""
+    with_grad = [p for p in params if p.grad is not None]
+    if weight_decay and with_grad:
+        torch._foreach_add_([p.grad for p in with_grad], with_grad, alpha=weight_decay)
+    masked = [(p, mask) for p, mask in masked if p.grad is not None]
+    if masked:
+        torch._foreach_mul_([p.grad for p, _ in masked], [mask for _, mask in masked])
 
 
 @dataclass
@@ -274,9 +327,8 @@ def train_model(
         return F.cross_entropy(logits, batch.labels, label_smoothing=recipe.label_smoothing), logits
 
     label = desc or ("retrain" if excluded else "train")
-    stats = fit(model, loader, cross_entropy, epochs=epochs, lr=recipe.lr, momentum=recipe.momentum,
-                weight_decay=recipe.weight_decay, schedule=recipe.schedule, step_size=recipe.step_size,
-                gamma=recipe.gamma, amp=recipe.amp, compile=recipe.compile, desc=label)
+    stats = fit(model, loader, cross_entropy, epochs=epochs, sgd=SGDSpec.from_recipe(recipe),
+                execution=ExecSpec(amp=recipe.amp, compile=recipe.compile), desc=label)
     model.eval()
     logits = predict_logits(model, dataset.test_images, dataset)
     retained = ~torch.isin(dataset.test_labels, torch.tensor(excluded, dtype=torch.long))
@@ -299,6 +351,7 @@ def train_model(
         "train_seconds": stats.seconds,
         "images_per_second": stats.images / max(stats.seconds, 1e-9),
         "config": cfg.raw,
+        "data_fingerprint": data_fingerprint(dataset),
         "versions": environment(device),
     }
     if out_dir is not None:

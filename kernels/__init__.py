@@ -1,7 +1,9 @@
-"""Fused losses for class unlearning: reweighted cross-entropy and total variation, Triton with PyTorch fallback.
+"""Fused losses for class unlearning: reweighted cross-entropy and total variation.
 
-Self-contained (knows nothing of fastforget) so it can be dropped into other training code. Triton is optional:
-without it, or on CPU tensors, every function runs its PyTorch reference (see `kernels.dispatch`).
+Triton kernels on CUDA (loss and gradient in one sweep, at the memory-bandwidth floor), a closed-form
+autograd Function on the CPU, PyTorch references for float64 and as the tests' oracle (see `kernels.dispatch`).
+Self-contained (knows nothing of fastforget) so it can be dropped into other training code. Triton is optional;
+`python -m kernels.aot` compiles every kernel specialization for sm_80/sm_90 without a GPU.
 """
 
 from kernels.dispatch import (

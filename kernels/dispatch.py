@@ -1,10 +1,13 @@
-"""The public functions: check inputs once, then run the Triton kernel or the PyTorch reference.
+"""The public functions: check inputs once, then run the Triton kernel, the closed form or the PyTorch reference.
 
-Path choice, in order: the `backend` argument, then $FASTFORGET_KERNELS (triton | reference | compiled), then
-automatic: CUDA tensors of a kernel dtype with Triton importable take the Triton kernel, everything else the
-reference. float64 and empty inputs always take the reference (the kernels compute in float32). Forcing
-`triton` on CPU tensors works only under TRITON_INTERPRET=1 (set before `import kernels`), which is how the
-tests run the kernels without a GPU. `compiled` is the reference under torch.compile.
+Path choice, in order: the `backend` argument, then $FASTFORGET_KERNELS (triton | closed-form | reference |
+compiled), then automatic: CUDA tensors of a kernel dtype with Triton importable take the Triton kernel; other
+tensors of a kernel dtype take the closed-form cross-entropy (`kernels.cpu_cross_entropy`: loss and gradient in
+one forward; eager for small batches, torch.compile'd from 2^16 elements on, the fastest CPU forms measured in
+bench/KERNELS.md) and the reference TV distance. float64 and empty inputs always take the reference (the
+kernels compute in float32). Forcing `triton` on CPU tensors works only under TRITON_INTERPRET=1 (set before
+`import kernels`), which is how the tests run the kernels without a GPU. `compiled` is the closed form always
+compiled (cross-entropy) and the reference under torch.compile (TV distance).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 from kernels import reference
+from kernels.cpu_cross_entropy import ClosedFormCrossEntropyFunction
 from kernels.validation import (
     KERNEL_DTYPES,
     REASSIGN_MODES,
@@ -28,7 +32,8 @@ from kernels.validation import (
 )
 
 ENV_VAR = "FASTFORGET_KERNELS"
-BACKENDS = ("triton", "reference", "compiled")
+BACKENDS = ("triton", "closed-form", "reference", "compiled")
+CLOSED_FORMS = {"closed-form": "auto", "compiled": "compiled"}  # backend -> form of the closed-form cross-entropy
 
 
 @functools.cache
@@ -50,11 +55,12 @@ def choose_backend(requested: str | None, *tensors: torch.Tensor) -> str:
     choice = requested or os.environ.get(ENV_VAR) or "auto"
     check_choice(f"the kernel backend (backend= or ${ENV_VAR})", choice, (*BACKENDS, "auto"))
     if any(t.dtype == torch.float64 or t.numel() == 0 for t in tensors):
-        return "compiled" if choice == "compiled" else "reference"
+        return "reference"
     on_cuda = all(t.is_cuda for t in tensors)
     if choice == "auto":
-        kernel_ok = on_cuda and triton_available() and all(t.dtype in KERNEL_DTYPES for t in tensors)
-        return "triton" if kernel_ok else "reference"
+        if not all(t.dtype in KERNEL_DTYPES for t in tensors):
+            return "reference"
+        return "triton" if on_cuda and triton_available() else "closed-form"
     if choice == "triton":
         if not triton_available():
             raise RuntimeError(f"backend 'triton' was asked for but Triton is not importable; "
@@ -94,23 +100,23 @@ def reweighted_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch
 
 def reweighted_cross_entropy_with_mask(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                                        mask: torch.Tensor, reassign: str, reduction: str, *,
-                                       backend: str | None = None,
-                                       block_size: int | None = None) -> torch.Tensor:
+                                       backend: str | None = None) -> torch.Tensor:
     """`reweighted_cross_entropy` for checked inputs and a checked bool mask on their device (the module caches
-    the mask, which spares a host-device sync per step). `block_size` forces the kernel's chunk width."""
+    the mask, which spares a host-device sync per step)."""
     path = choose_backend(backend, student_logits, teacher_logits)
     if path == "triton":
         from kernels.triton_cross_entropy import MODES, ReweightedCrossEntropyFunction
 
         return ReweightedCrossEntropyFunction.apply(student_logits, teacher_logits.detach(), mask,
-                                                    MODES[reassign], reduction, block_size)
-    fn = reference.reweighted_cross_entropy_reference
-    return (compiled(fn) if path == "compiled" else fn)(student_logits, teacher_logits, mask, reassign, reduction)
+                                                    MODES[reassign], reduction)
+    if path in ("closed-form", "compiled"):
+        return ClosedFormCrossEntropyFunction.apply(student_logits, teacher_logits, mask, reassign, reduction,
+                                                    CLOSED_FORMS[path])
+    return reference.reweighted_cross_entropy_reference(student_logits, teacher_logits, mask, reassign, reduction)
 
 
 def soft_target_cross_entropy(student_logits: torch.Tensor, target_probs: torch.Tensor,
-                              reduction: str = "mean", *, backend: str | None = None,
-                              block_size: int | None = None) -> torch.Tensor:
+                              reduction: str = "mean", *, backend: str | None = None) -> torch.Tensor:
     """-sum_y q(y) log softmax(student)(y) for a given target distribution per row (e.g. precomputed q*).
 
     Matches torch.nn.functional.cross_entropy with probability targets, gradient p * sum(q) - q included, but the
@@ -125,13 +131,15 @@ def soft_target_cross_entropy(student_logits: torch.Tensor, target_probs: torch.
         from kernels.triton_cross_entropy import SOFT_TARGET, ReweightedCrossEntropyFunction
 
         return ReweightedCrossEntropyFunction.apply(student_logits, target_probs.detach(), None, SOFT_TARGET,
-                                                    reduction, block_size)
-    fn = reference.soft_target_cross_entropy_reference
-    return (compiled(fn) if path == "compiled" else fn)(student_logits, target_probs, reduction)
+                                                    reduction)
+    if path in ("closed-form", "compiled"):
+        return ClosedFormCrossEntropyFunction.apply(student_logits, target_probs, None, None, reduction,
+                                                    CLOSED_FORMS[path])
+    return reference.soft_target_cross_entropy_reference(student_logits, target_probs, reduction)
 
 
-def tv_distance(a: torch.Tensor, b: torch.Tensor, from_logits: bool = True, *, backend: str | None = None,
-                block_size: int | None = None) -> torch.Tensor:
+def tv_distance(a: torch.Tensor, b: torch.Tensor, from_logits: bool = True, *,
+                backend: str | None = None) -> torch.Tensor:
     """Total variation 0.5 * sum |p_a - p_b| over the last dimension, for every row; leading dims broadcast.
 
     [M, B, K] against [B, K] gives [M, B] (M models against one). `from_logits=False` takes probabilities.
@@ -155,6 +163,6 @@ def tv_distance(a: torch.Tensor, b: torch.Tensor, from_logits: bool = True, *, b
     if path == "triton" and not needs_grad:
         from kernels.triton_tv_distance import tv_distance_triton
 
-        return tv_distance_triton(a, b, from_logits, block_size)
-    fn = reference.tv_distance_reference
+        return tv_distance_triton(a, b, from_logits)
+    fn = reference.tv_distance_reference  # TV has no closed-form path: it is evaluation-only, autograd costs nothing
     return (compiled(fn) if path == "compiled" else fn)(a, b, from_logits)

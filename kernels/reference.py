@@ -39,6 +39,16 @@ def reduce_rows(loss_rows: torch.Tensor, reduction: str) -> torch.Tensor:
     return loss_rows
 
 
+def take_gradient(ctx, what: str) -> torch.Tensor:
+    """The gradient buffer a fused forward left in `ctx.grad`, handed to autograd once: a second backward
+    (retain_graph=True) raises instead of returning a gradient that aliases the first."""
+    grad, ctx.grad = ctx.grad, None
+    if grad is None:
+        raise RuntimeError(f"the {what} hands its gradient buffer to autograd, so it supports one backward per "
+                           "forward; recompute the loss instead of retain_graph=True, or use backend='reference'")
+    return grad
+
+
 def soft_target_cross_entropy_reference(student_logits: torch.Tensor, target_probs: torch.Tensor,
                                         reduction: str = "mean") -> torch.Tensor:
     """-sum_y q(y) log softmax(student)(y) per row; the target gets no gradient."""

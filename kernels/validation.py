@@ -96,4 +96,5 @@ def forget_mask(forget: Forget, num_classes: int, device: torch.device | str | N
     if num_classes and bool(mask.all()):
         raise ValueError(f"the forget set covers all {num_classes} classes, so no class is left to receive the "
                          "forgotten probability mass; forget fewer classes")
+    mask = mask.contiguous()  # a column of a [K, n] mask has stride n; the kernels read it with stride 1
     return mask.to(device) if device is not None else mask

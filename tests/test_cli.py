@@ -19,7 +19,7 @@ import pytest
 from fastforget import cli
 from fastforget.checkpoint import load_checkpoint
 from fastforget.data import load_dataset
-from fastforget.train import accuracy, predict_logits
+from fastforget.inference import accuracy, predict_logits
 from fastforget.unlearn import METHODS
 
 TINY = ["--config", "digits", "--epochs", "3", "--set", "model.width=8"]
@@ -108,6 +108,21 @@ def test_unlearn_forgets_several_classes_from_the_safetensors_file(runs, tmp_pat
     assert (meta["forget"], meta["forget_names"]) == ([3, 8], ["3", "8"])
     assert meta["hyperparameters"]["epochs"] == 1
     assert "forgot 3, 8" in run.out
+
+
+def test_unlearn_compile_flag_compiles_the_method(runs, tmp_path, monkeypatch):
+    """--compile reaches the method's loop (TorchDynamo capture, eager backend: Inductor takes minutes here)."""
+    import torch._dynamo
+
+    import fastforget.train as train_module
+
+    monkeypatch.setattr(train_module, "COMPILE_BACKEND", "eager")
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    run = fastforget("unlearn", "--method", "ft", "--checkpoint", runs.original, "--forget", "3", "--out", tmp_path,
+                     "--compile", "--hp", "epochs=1", "--set", "train.amp=false")
+    assert run.code == 0, run.err
+    assert sidecar(tmp_path)["config"]["train"]["compile"] is True
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > before
 
 
 def test_unlearn_list_names_every_registered_method():
@@ -199,3 +214,89 @@ def test_data_prepare_writes_beton_files(tmp_path):
         # each sample holds at least its 64 pixels
         assert Path(path).stat().st_size > 64 * len(getattr(digits, f"{split}_labels")), split
 
+
+
+# --- errors: one line, a traceback only when asked, hints that name real flags ------------------------------------
+
+def test_debug_shows_the_traceback_of_an_error(tmp_path, monkeypatch):
+    quiet = fastforget("eval", "--checkpoint", tmp_path / "absent")
+    assert quiet.code == 2 and "Traceback" not in quiet.err
+    for run in (fastforget("eval", "--checkpoint", tmp_path / "absent", "--debug"),
+                (monkeypatch.setenv("FASTFORGET_DEBUG", "1"), fastforget("eval", "--checkpoint", tmp_path))[1]):
+        assert run.code == 2
+        assert "Traceback" in run.err and "CheckpointError" in run.err
+        assert run.err.strip().splitlines()[-1].startswith("error: no checkpoint at")
+
+
+def test_a_bug_is_one_line_that_says_how_to_see_it(monkeypatch):
+    from fastforget import api
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(api, "train", broken)
+    run = fastforget("train", "--out", "x")
+    assert run.code == 1
+    assert run.err.strip().splitlines() == ["error: internal error (ZeroDivisionError: division by zero): this is a "
+                                            "bug in fastforget; rerun with --debug (or FASTFORGET_DEBUG=1) to see "
+                                            "the traceback, and report it"]
+
+
+def test_an_interrupt_exits_130_and_says_work_is_kept(monkeypatch):
+    from fastforget import api
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "bench", interrupted)
+    run = fastforget("bench", "--out", "x")
+    assert run.code == 130 and "rerun the same command to resume" in run.err and "Traceback" not in run.err
+
+
+def _cli_flags() -> set[str]:
+    import typer.main
+
+    flags: set[str] = {"--help"}
+    stack = [typer.main.get_command(cli.app)]
+    while stack:
+        command = stack.pop()
+        stack += list(getattr(command, "commands", {}).values())
+        flags |= {opt for param in command.params for opt in param.opts if opt.startswith("--")}
+    return flags
+
+
+def test_every_flag_a_message_names_exists():
+    """Hints and help texts name only flags that some command has (issue 12: `--root` outside `data prepare`)."""
+    import ast
+    import re
+
+    package = Path(cli.__file__).parent
+    named: dict[str, str] = {}
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*", node.value):
+                    named.setdefault(flag, str(path.relative_to(package)))
+    named.pop("--short", None)  # git rev-parse's own flag (runtime.py), not a hint
+    unknown = {flag: where for flag, where in named.items() if flag not in _cli_flags()}
+    assert not unknown, unknown
+    assert {"--out", "--overwrite", "--hp", "--set", "--debug"} <= set(named)
+
+
+def test_sidecars_record_what_decides_repeatability_and_a_rerun_repeats_bit_for_bit(runs, tmp_path):
+    """README "Reproducibility": the same seed with the recorded thread count gives the same weights, bit for bit."""
+    import torch
+
+    versions = sidecar(runs.original)["versions"]
+    assert isinstance(versions["torch_threads"], int) and versions["torch_threads"] >= 1
+    assert versions["deterministic_algorithms"] is torch.are_deterministic_algorithms_enabled()
+    assert {"torch_interop_threads", "omp_num_threads", "cudnn_deterministic", "cudnn_benchmark"} <= set(versions)
+    threads = torch.get_num_threads()  # other tests (FFCV's writer) may have changed it since the fixture ran
+    torch.set_num_threads(versions["torch_threads"])
+    try:
+        again = fastforget("train", *TINY, "--out", tmp_path / "again")
+    finally:
+        torch.set_num_threads(threads)
+    assert again.code == 0, again.err
+    assert sidecar(tmp_path / "again")["versions"]["torch_threads"] == versions["torch_threads"]
+    assert sidecar(tmp_path / "again")["weights_sha256"] == sidecar(runs.original)["weights_sha256"]

@@ -182,9 +182,9 @@ def test_cifar10_pixels_match_the_source_jpegs(cifar10: ImageDataset, data_root:
 
 def test_cifar10_conversion_is_cached(cifar10: ImageDataset, cifar10_cache: Path, data_root: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """A second load reads the converted pickles from the cache instead of converting again."""
+    """A second load reads the decoded arrays from the cache instead of decoding the archive again."""
     monkeypatch.setenv("FASTFORGET_CACHE", str(cifar10_cache))
-    monkeypatch.setattr(sources.subprocess, "run", lambda *a, **k: pytest.fail("converted again"))
+    monkeypatch.setattr(sources, "_decode_images", lambda *a, **k: pytest.fail("decoded again"))
     again = load_dataset("cifar10", data_root)
     assert torch.equal(again.train_images, cifar10.train_images) and torch.equal(again.test_labels,
                                                                                   cifar10.test_labels)
@@ -297,6 +297,63 @@ def test_cifar_pickles_cannot_run_code(tmp_path: Path) -> None:
     with pytest.raises(CorruptDataError, match="refusing") as info:
         load_dataset("cifar100", tmp_path)
     assert str(meta) in str(info.value)
+
+
+class _RunsACommand:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_malicious_cifar_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+    write_cifar100(tmp_path, np.random.default_rng())
+    meta = tmp_path / "cifar-100-python" / "meta"
+    meta.write_bytes(pickle.dumps({b"fine_label_names": _RunsACommand(tmp_path / "pwned")}))
+    with pytest.raises(CorruptDataError, match=r"refusing to load (posix|os)\.system"):
+        load_dataset("cifar100", tmp_path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_the_jpeg_archive_is_read_in_process_never_by_the_folders_script(
+        tmp_path: Path, private_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data folder's converter script is not run (it would leave a marker); the archive is decoded by
+    fastforget, in the order that script writes, and the arrays are cached."""
+    rng = np.random.default_rng()
+    pixels = {}
+    with zipfile.ZipFile(tmp_path / "cifar10-jpeg.zip", "w") as archive:
+        for split, count in (("train", 2), ("test", 1)):
+            for c in range(10):
+                for k in range(count):
+                    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                    buffer = io.BytesIO()
+                    Image.fromarray(image).save(buffer, "PNG")  # lossless, so pixels can be compared exactly
+                    name = f"{split}/class{c}/{k:04d}.jpg"
+                    archive.writestr(name, buffer.getvalue())
+                    pixels[name] = image
+    (tmp_path / "cifar10_from_jpeg.py").write_text(f"open({str(tmp_path / 'pwned')!r}, 'w')\n")
+    cifar = load_dataset("cifar10", tmp_path)
+    assert not (tmp_path / "pwned").exists()
+    order = np.random.default_rng(sources.CIFAR10_JPEG_SHUFFLE_SEED)
+    for split, images, labels in (("train", cifar.train_images, cifar.train_labels),
+                                  ("test", cifar.test_images, cifar.test_labels)):
+        names = sorted(n for n in pixels if n.startswith(f"{split}/"))
+        names = [names[i] for i in order.permutation(len(names))]
+        assert [cifar.classes[i] for i in labels] == [n.split("/")[1] for n in names]
+        expected = np.stack([pixels[n] for n in names]).transpose(0, 3, 1, 2)
+        assert np.array_equal(images.numpy(), expected)
+    monkeypatch.setattr(sources, "_decode_images", lambda *a, **k: pytest.fail("decoded again"))
+    assert torch.equal(load_dataset("cifar10", tmp_path).train_images, cifar.train_images)
+
+
+def test_missing_data_hints_name_no_flag_that_does_not_exist(tmp_path: Path) -> None:
+    with pytest.raises(DataNotFoundError) as info:
+        load_dataset("mnist", tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and "--root" not in message and "FASTFORGET_DATA" in message
 
 
 def test_cifar_pickle_with_wrong_entries(tmp_path: Path) -> None:

@@ -225,6 +225,22 @@ def test_ffcv_gives_the_in_memory_batches_for_the_same_seed(betons: dict) -> Non
 
 
 @requires_ffcv
+def test_ffcv_leaves_torch_thread_count_alone(betons: dict) -> None:
+    """FFCV sets torch's thread count to its worker count; the loader puts the caller's back (a changed count
+    changes the model's arithmetic, so runs through FFCV and through memory would differ)."""
+    path, _, _ = betons["gray"]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with ffcv_module.ffcv_loader(path, batch_size=10, num_workers=2, **stats(1)) as loader:
+            assert torch.get_num_threads() == 1
+            for _ in loader:
+                assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+@requires_ffcv
 def test_ffcv_half_used_pass_is_closed(betons: dict) -> None:
     path, images, _ = betons["gray"]
     loader = ffcv_module.ffcv_loader(path, batch_size=10, **stats(1))

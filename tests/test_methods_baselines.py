@@ -12,11 +12,12 @@ from conftest import DIGITS_FORGET
 from torch import nn
 
 from fastforget.errors import FastForgetError
-from fastforget.train import Batch, accuracy, predict_logits
+from fastforget.inference import accuracy, predict_logits
+from fastforget.train import Batch
 from fastforget.unlearn import UnlearnContext, run_method
 from fastforget.unlearn.boundary import adversarial_labels
+from fastforget.unlearn.common import random_relabel, retained_classes
 from fastforget.unlearn.l1 import l1_sparse_loss
-from fastforget.unlearn.rl import random_relabel, retained_classes
 from fastforget.unlearn.salun import saliency_masks
 from fastforget.unlearn.svd import layer_input_rows
 
@@ -276,3 +277,23 @@ def test_svd_projection_matches_a_hand_computation_on_one_linear_layer(digits, d
     torch.testing.assert_close(result.model[1].weight.double(), expected, rtol=1e-4, atol=1e-6)
     assert torch.equal(result.model[1].bias, original[1].bias)
     assert not torch.allclose(result.model[1].weight, original[1].weight)
+
+
+def test_ffcv_config_reaches_the_methods(tmp_path, monkeypatch, digits_original, digits, digits_cfg):
+    """data.loader = "ffcv" feeds the methods too, with the batches of the in-memory loader (same seed): the same
+    model comes out."""
+    from fastforget.config import load_config
+    from fastforget.data import FFCVLoader, ffcv_available
+
+    if not ffcv_available():
+        pytest.skip("ffcv is not installed (scripts/setup.sh installs it where apt is available)")
+    monkeypatch.setenv("FASTFORGET_CACHE", str(tmp_path))
+    models = {}
+    for kind in ("memory", "ffcv"):
+        cfg = load_config("digits", ["train.epochs=15", "model.width=16", f"data.loader={kind}"])
+        ctx = UnlearnContext(original=digits_original.model, meta=digits_original.meta, dataset=digits,
+                             forget=DIGITS_FORGET, cfg=cfg, device=torch.device("cpu"))
+        assert isinstance(ctx.loader(ctx.splits.train_f, 16), FFCVLoader) == (kind == "ffcv")
+        models[kind] = run_method("ga", ctx, {"epochs": 1}).model
+    for (key, a), b in zip(models["memory"].state_dict().items(), models["ffcv"].state_dict().values(), strict=True):
+        assert torch.equal(a, b), key

@@ -5,12 +5,15 @@ import torch
 import torch.nn.functional as F
 from conftest import DIGITS_FORGET
 
+import fastforget.data.factory as factory
 import fastforget.train as train_module
 from fastforget.config import load_config
 from fastforget.data import load_dataset
 from fastforget.errors import TrainingDivergedError
 from fastforget.models import build_model
-from fastforget.train import Batch, fit, lr_lambda, train_model
+from fastforget.train import Batch, ExecSpec, SGDSpec, fit, lr_lambda, train_model
+
+FP32 = ExecSpec(amp=False)
 
 
 def test_digits_model_trains_to_90_percent(digits_original):
@@ -22,13 +25,13 @@ def test_digits_model_trains_to_90_percent(digits_original):
 def test_retrained_model_never_sees_the_excluded_class(monkeypatch, digits_cfg):
     seen = []
 
-    class RecordingLoader(train_module.InMemoryLoader):
+    class RecordingLoader(factory.InMemoryLoader):
         def __iter__(self):
             for images, labels, indices in super().__iter__():
                 seen.append(labels.clone())
                 yield images, labels, indices
 
-    monkeypatch.setattr(train_module, "InMemoryLoader", RecordingLoader)
+    monkeypatch.setattr(factory, "InMemoryLoader", RecordingLoader)
     trained = train_model(digits_cfg, exclude=[str(c) for c in DIGITS_FORGET], epochs=2)
     labels = torch.cat(seen)
     assert len(labels) > 0 and not torch.isin(labels, torch.tensor(DIGITS_FORGET)).any()
@@ -60,7 +63,7 @@ def test_nan_loss_is_a_clear_error():
         return net(batch.images).sum() * float("nan"), None
 
     with pytest.raises(TrainingDivergedError, match="lower the learning rate"):
-        fit(model, _tiny_loader(), exploding, epochs=1, lr=0.1, amp=False)
+        fit(model, _tiny_loader(), exploding, epochs=1, sgd=SGDSpec(lr=0.1), execution=FP32)
 
 
 def test_grad_masks_keep_masked_weights_bit_identical_with_decay_and_momentum():
@@ -73,7 +76,8 @@ def test_grad_masks_keep_masked_weights_bit_identical_with_decay_and_momentum():
         logits = net(batch.images)
         return F.cross_entropy(logits, batch.labels), logits
 
-    fit(model, _tiny_loader(), ce, epochs=3, lr=0.1, weight_decay=5e-4, momentum=0.9, amp=False, grad_masks=masks)
+    fit(model, _tiny_loader(), ce, epochs=3, sgd=SGDSpec(lr=0.1, weight_decay=5e-4, momentum=0.9), execution=FP32,
+        grad_masks=masks)
     for name, p in model.named_parameters():
         mask = masks[p].bool()
         assert torch.equal(p[~mask], before[name][~mask]), name
@@ -87,7 +91,8 @@ def test_frozen_parameters_and_flags_are_restored():
     def ce(net, batch, progress):
         return F.cross_entropy(net(batch.images), batch.labels), None
 
-    fit(model, _tiny_loader(), ce, epochs=1, lr=0.1, params=list(model.fc.parameters()), amp=False, freeze_bn=True)
+    fit(model, _tiny_loader(), ce, epochs=1, sgd=SGDSpec(lr=0.1), params=list(model.fc.parameters()), execution=FP32,
+        freeze_bn=True)
     for name, p in model.named_parameters():
         assert p.requires_grad
         assert torch.equal(p, before[name]) != name.startswith("fc."), name
@@ -112,7 +117,7 @@ def test_ffcv_config_feeds_training_the_same_batches_as_memory(tmp_path, monkeyp
     batches = {}
     for kind in ("memory", "ffcv"):
         cfg = load_config("digits", [f"data.loader={kind}", "data.crop_padding=1", "data.flip=true"])
-        loader = train_module.make_train_loader(dataset, cfg, indices=torch.arange(0, 1257, 3), batch_size=32,
+        loader = factory.make_train_loader(dataset, cfg, indices=torch.arange(0, 1257, 3), batch_size=32,
                                                 device=torch.device("cpu"), seed=7)
         batches[kind] = [tuple(t.clone() for t in batch) for _ in range(2) for batch in loader]
     assert list(tmp_path.glob("ffcv/digits-*/train.beton"))
@@ -125,8 +130,56 @@ def test_ffcv_config_feeds_training_the_same_batches_as_memory(tmp_path, monkeyp
 
 
 def test_missing_ffcv_falls_back_with_a_warning(monkeypatch):
-    monkeypatch.setattr(train_module, "ffcv_available", lambda: False)
+    monkeypatch.setattr(factory, "ffcv_available", lambda: False)
     with pytest.warns(UserWarning, match="FFCV is not installed"):
         train_model(load_config("digits", ["train.epochs=1", "model.width=8", "data.loader=ffcv"]))
     with pytest.raises(Exception, match="data.loader must be"):
         train_model(load_config("digits", ["train.epochs=1", "data.loader=dali"]))
+
+
+def test_fit_matches_sgd_with_momentum_and_decay_written_out_in_float64():
+    """fit's fused SGD step against the update rule by hand: g = grad + wd * w; b = m * b + g; w -= lr(t) * b."""
+    torch.manual_seed(1)
+    model = torch.nn.Linear(6, 3)
+    start = [p.detach().double().clone() for p in model.parameters()]
+    loader = [(torch.randn(5, 6), torch.randint(0, 3, (5,)), torch.arange(5)) for _ in range(4)]
+    sgd = SGDSpec(lr=0.3, momentum=0.9, weight_decay=1e-2, schedule="linear")
+
+    def ce(net, batch, progress):
+        return F.cross_entropy(net(batch.images), batch.labels), None
+
+    fit(model, loader, ce, epochs=2, sgd=sgd, execution=FP32)
+    weights, buffers = start, [torch.zeros_like(w) for w in start]
+    schedule = lr_lambda("linear", 8, 4, 0, 0)
+    for step in range(8):
+        images, labels, _ = loader[step % 4]
+        w = [p.clone().requires_grad_(True) for p in weights]
+        loss = F.cross_entropy(images.double() @ w[0].T + w[1], labels)
+        grads = torch.autograd.grad(loss, w)
+        with torch.no_grad():
+            for i, (p, g) in enumerate(zip(weights, grads, strict=True)):
+                buffers[i] = 0.9 * buffers[i] + g + 1e-2 * p if step else g + 1e-2 * p
+                weights[i] = p - 0.3 * schedule(step) * buffers[i]
+    for p, expected in zip(model.parameters(), weights, strict=True):
+        torch.testing.assert_close(p.detach().double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_loop_reads_the_device_only_at_the_progress_interval(monkeypatch):
+    """No host read per step: with an interval longer than the run, the loss is read once, at the end."""
+    reads = []
+    for name in ("item", "tolist"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, _real=real, _name=name: (reads.append(_name),
+                                                                                     _real(self))[1])
+    model = build_model("cnn", 10, 1, width=4)
+
+    def ce(net, batch, progress):
+        logits = net(batch.images)
+        return F.cross_entropy(logits, batch.labels), logits
+
+    steps = 2 * len(_tiny_loader())
+    for interval, expected in ((1e9, 1), (0.0, steps + 1)):  # a read every step would be seen
+        reads.clear()
+        monkeypatch.setattr(train_module, "PROGRESS_INTERVAL_S", interval)
+        fit(model, _tiny_loader(), ce, epochs=2, sgd=SGDSpec(lr=0.01), execution=FP32)
+        assert len(reads) == expected, reads

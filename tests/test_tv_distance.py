@@ -1,6 +1,7 @@
 """Total variation (Triton under its interpreter, and the PyTorch reference) against a numpy float64 oracle, on
 fresh random inputs every run. KERNELS_TEST_DEVICE=cuda runs the same checks on a GPU (bench/gpu.sh)."""
 
+import contextlib
 import os
 import random
 
@@ -44,16 +45,24 @@ def as_numpy(x: torch.Tensor) -> np.ndarray:
     return x.double().cpu().numpy()
 
 
-SHAPE_PAIRS = {  # (shape of a, shape of b, forced chunk width)
+SHAPE_PAIRS = {  # (shape of a, shape of b, forced chunk width): every branch of launch.tiling, every layout
     "rows": ((257, 3), (257, 3), None),
     "one row K=2": ((1, 2), (1, 2), None),
     "models against one": ((4, 33, 1000), (33, 1000), None),
     "one against models": ((33, 10), (3, 33, 10), None),
+    "models against one, K=1023": ((3, 5, 1023), (5, 1023), None),
+    "models against one, K=4096": ((3, 2, 4096), (2, 4096), None),
+    "models against one, chunked K=5001": ((3, 2, 5001), (2, 5001), None),
     "unbatched": ((7,), (7,), None),
     "two leading dims": ((2, 3, 5, 11), (5, 11), None),
     "row broadcast": ((3, 1, 6), (3, 4, 6), None),
-    "chunked K=40000": ((2, 40000), (2, 40000), 4096),
+    "chunked K=6000": ((2, 6000), (2, 6000), None),
+    "models against one, chunks of 16": ((3, 4, 40), (4, 40), 16),
 }
+
+
+def tiled(width: int | None):
+    return launch.forced_chunks(width) if width else contextlib.nullcontext()
 
 
 @pytest.mark.parametrize("pair", SHAPE_PAIRS, ids=list(SHAPE_PAIRS))
@@ -62,22 +71,23 @@ SHAPE_PAIRS = {  # (shape of a, shape of b, forced chunk width)
 def test_matches_numpy_from_logits(rng, pair, dtype, backend):
     shape_a, shape_b, block = SHAPE_PAIRS[pair]
     a, b = to_torch(rng.normal(0, 3, shape_a), dtype), to_torch(rng.normal(0, 3, shape_b), dtype)
-    extra = {"block_size": block} if backend == "triton" else {}
-    tv = kernels.tv_distance(a, b, backend=backend, **extra)
+    with tiled(block):
+        tv = kernels.tv_distance(a, b, backend=backend)
     expected = numpy_tv(as_numpy(a), as_numpy(b), from_logits=True)
     assert tv.dtype == torch.float32 and tv.shape == expected.shape
     np.testing.assert_allclose(as_numpy(tv), expected, rtol=1e-5, atol=ATOL)
 
 
-@pytest.mark.parametrize("pair", ["rows", "models against one", "chunked K=40000"])
+@pytest.mark.parametrize("pair", ["rows", "models against one", "one against models", "chunked K=6000",
+                                  "models against one, chunks of 16"])
 @pytest.mark.parametrize("backend", ["triton", "reference"])
 def test_matches_numpy_from_probabilities(rng, pair, backend):
     shape_a, shape_b, block = SHAPE_PAIRS[pair]
     a = rng.dirichlet(np.ones(shape_a[-1]), size=shape_a[:-1])
     b = rng.dirichlet(np.ones(shape_b[-1]) * 0.3, size=shape_b[:-1])
-    extra = {"block_size": block} if backend == "triton" else {}
-    tv = kernels.tv_distance(to_torch(a, torch.float32), to_torch(b, torch.float32), from_logits=False,
-                             backend=backend, **extra)
+    with tiled(block):
+        tv = kernels.tv_distance(to_torch(a, torch.float32), to_torch(b, torch.float32), from_logits=False,
+                                 backend=backend)
     np.testing.assert_allclose(as_numpy(tv), numpy_tv(a, b, from_logits=False), rtol=1e-5, atol=ATOL)
 
 
@@ -128,3 +138,26 @@ def test_module_matches_function(rng):
 def test_clear_errors(a, b, error, message):
     with pytest.raises(error, match=message):
         kernels.tv_distance(a.to(DEVICE), b.to(DEVICE))
+
+
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_mixed_dtypes(rng, backend):
+    """A bfloat16 batch against float32 outputs: both read as float32."""
+    a, b = to_torch(rng.normal(0, 3, (3, 9, 100)), torch.bfloat16), to_torch(rng.normal(0, 3, (9, 100)), torch.float32)
+    tv = kernels.tv_distance(a, b, backend=backend)
+    np.testing.assert_allclose(as_numpy(tv), numpy_tv(as_numpy(a), as_numpy(b), from_logits=True), rtol=1e-5,
+                               atol=ATOL)
+
+
+def test_shared_operand_is_read_in_place():
+    """[M, B, K] against [B, K]: the kernel's `b` is the shared [B, K] rows themselves (no M-fold copy), with
+    either operand order; without a shared operand the rows are flattened."""
+    from kernels.triton_tv_distance import as_outer_inner
+
+    models, batch = torch.randn(4, 33, 10), torch.randn(33, 10)
+    for a, b in ((models, batch), (batch, models)):
+        a_view, b_view = as_outer_inner(a, b)
+        assert a_view.shape == (4, 33, 10) and b_view.shape == (1, 33, 10)
+        assert b_view.data_ptr() == batch.data_ptr() and a_view.data_ptr() == models.data_ptr()
+    a_view, b_view = as_outer_inner(models, models + 1)
+    assert a_view.shape == b_view.shape == (1, 4 * 33, 10)

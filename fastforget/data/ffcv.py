@@ -38,11 +38,23 @@ class FFCVUnavailableError(FastForgetError, ImportError):
     """FFCV is not installed, or cannot be imported here."""
 
 
+@contextlib.contextmanager
+def _torch_threads_kept() -> Iterator[None]:
+    """FFCV sets torch's CPU thread count to its worker count (to 1 on import): put the caller's back, so that
+    reading data does not change how fast, or in what order of operations, the model computes."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @functools.cache
 def _import_error() -> str | None:
     """Why `import ffcv` fails, or None when it works (checked once: the import takes seconds)."""
     try:
-        import ffcv.loader  # noqa: F401
+        with _torch_threads_kept():
+            import ffcv.loader  # noqa: F401
     except Exception as err:  # a broken install fails in many ways (missing libturbojpeg, numba/numpy mismatch)
         return f"{type(err).__name__}: {err}"
     return None
@@ -148,13 +160,14 @@ class FFCVLoader:
         self.device = torch.device(device)
         to_device = [ToDevice(self.device, non_blocking=True)] if self.device.type == "cuda" else []
         positions = _positions(indices, reader.num_samples)
-        self._loader = Loader(
-            str(path), batch_size=batch_size, num_workers=num_workers or os.cpu_count() or 1,
-            order=OrderOption.RANDOM if shuffle else OrderOption.SEQUENTIAL, seed=seed,
-            indices=positions.astype(np.uint64), drop_last=drop_last,
-            pipelines={"image": [ToTensor(), *to_device],
-                       "label": [IntDecoder(), ToTensor(), *to_device],
-                       "index": [IntDecoder(), ToTensor(), *to_device]})
+        with _torch_threads_kept():
+            self._loader = Loader(
+                str(path), batch_size=batch_size, num_workers=num_workers or os.cpu_count() or 1,
+                order=OrderOption.RANDOM if shuffle else OrderOption.SEQUENTIAL, seed=seed,
+                indices=positions.astype(np.uint64), drop_last=drop_last,
+                pipelines={"image": [ToTensor(), *to_device],
+                           "label": [IntDecoder(), ToTensor(), *to_device],
+                           "index": [IntDecoder(), ToTensor(), *to_device]})
         self.augment, self.mean, self.std = augment, tuple(mean), tuple(std)
         self.seed, self.dtype = seed, dtype
         self._open: set[Any] = set()
@@ -165,7 +178,8 @@ class FFCVLoader:
     def __iter__(self) -> Iterator[Batch]:
         transform = BatchTransform(self.augment, self.mean, self.std, device=self.device, dtype=self.dtype,
                                    seed=self.seed, epoch=self._loader.next_epoch)
-        epoch = iter(self._loader)
+        with _torch_threads_kept():
+            epoch = iter(self._loader)
         self._open.add(epoch)
         try:
             for pixels, labels, positions in epoch:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -53,42 +54,52 @@ def _check_stats(mean: Sequence[float], std: Sequence[float], channels: int) -> 
 class BatchTransform:
     """Augments and normalises uint8 batches on their device; one instance per epoch, so its draws repeat.
 
-    Crop and flip are a single gather whose row and column indices carry each sample's shift and flip; no
-    per-sample Python loop. Random draws come from a generator on the device seeded with `seed + epoch`: one
-    draw of shifts and one of flips per batch.
+    A handful of kernels per batch, whatever its size: crop and flip are one gather from the zero-padded batch
+    whose row and column indices carry each sample's shift and flip, and normalisation is one lookup in a table
+    of the 256 normalised values of each channel (computed once, with the same float32 arithmetic as
+    `(pixel * scale) + shift`, so the values are bit-identical to normalising pixel by pixel). Random draws come
+    from a generator on the device seeded with `seed + epoch`: one draw of shifts and one of flips per batch.
     """
 
     def __init__(self, augment: Augment, mean: Sequence[float], std: Sequence[float], *,
                  device: torch.device, dtype: torch.dtype, seed: int, epoch: int) -> None:
         self.augment = augment
         self.device = device
-        self.dtype = dtype
         std_t = torch.tensor(std, dtype=torch.float32, device=device)
-        self.scale = 1.0 / (255.0 * std_t)
-        self.shift = -torch.tensor(mean, dtype=torch.float32, device=device) / std_t
+        scale = 1.0 / (255.0 * std_t)
+        shift = -torch.tensor(mean, dtype=torch.float32, device=device) / std_t
+        levels = torch.arange(256, dtype=torch.float32, device=device)[:, None]
+        self.table = levels.mul(scale).add(shift).to(dtype)  # [256, C]: every pixel value of each channel
         self.generator = torch.Generator(device=device).manual_seed(seed + epoch)
+        self._grids: dict[tuple[int, int, int], tuple[torch.Tensor, ...]] = {}
+
+    def _grid(self, batch: int, height: int, width: int) -> tuple[torch.Tensor, ...]:
+        """Row and column indices into the padded batch before any shift or flip, and the sample indices."""
+        key = (batch, height, width)
+        if key not in self._grids:
+            padding = self.augment.crop_padding
+            self._grids[key] = (torch.arange(padding, height + padding, device=self.device).expand(batch, height),
+                                torch.arange(padding, width + padding, device=self.device).expand(batch, width),
+                                torch.arange(batch, device=self.device)[:, None, None])
+        return self._grids[key]
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """A uint8 batch [B, H, W, C] (any strides) as a normalised float batch [B, C, H, W], channels-last."""
-        pixels = pixels.contiguous()
-        batch, height, width = pixels.shape[:3]
+        batch, height, width, channels = pixels.shape
         padding = self.augment.crop_padding
         if padding or self.augment.flip:
-            rows = torch.arange(height, device=self.device).expand(batch, height)
-            cols = torch.arange(width, device=self.device).expand(batch, width)
+            rows, cols, samples = self._grid(batch, height, width)
             if padding:
                 shifts = torch.randint(-padding, padding + 1, (batch, 2), generator=self.generator,
                                        device=self.device)
                 rows, cols = rows + shifts[:, :1], cols + shifts[:, 1:]
+                pixels = F.pad(pixels, (0, 0, padding, padding, padding, padding))  # the zeros a shift brings in
             if self.augment.flip:
                 flipped = torch.rand(batch, generator=self.generator, device=self.device) < 0.5
                 cols = torch.where(flipped[:, None], cols.flip(1), cols)
-            samples = torch.arange(batch, device=self.device)[:, None, None]
-            pixels = pixels[samples, rows.clamp(0, height - 1)[:, :, None], cols.clamp(0, width - 1)[:, None, :]]
-            if padding:
-                inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-                pixels = pixels * inside[..., None]
-        images = pixels.to(torch.float32).mul_(self.scale).add_(self.shift).to(self.dtype)
+            pixels = pixels[samples, rows[:, :, None], cols[:, None, :]]
+        levels = pixels.to(torch.int64, memory_format=torch.contiguous_format).view(-1, channels)
+        images = torch.gather(self.table, 0, levels).view(batch, height, width, channels)
         return images.permute(0, 3, 1, 2)
 
 

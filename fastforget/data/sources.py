@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import pickle
-import subprocess
-import sys
+import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -139,7 +139,7 @@ _LAYOUTS = {
                       "t10k-labels-idx1-ubyte}.gz (or uncompressed)",
                       "torchvision.datasets.FashionMNIST(ROOT, download=True) writes this layout"),
     "cifar10": ("cifar-10-batches-py/{data_batch_1, ..., data_batch_5, test_batch, batches.meta} "
-                "(or cifar10-jpeg.zip with cifar10_from_jpeg.py beside it)",
+                "(or cifar10-jpeg.zip holding train/<class>/*.jpg and test/<class>/*.jpg)",
                 "unpack https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz into ROOT"),
     "cifar100": ("cifar-100-python/{train, test, meta}",
                  "unpack https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz into ROOT"),
@@ -154,8 +154,8 @@ _LAYOUTS = {
 def _missing(name: str, root: Path, missing: Path) -> DataNotFoundError:
     layout, how = _LAYOUTS[name]
     return DataNotFoundError(
-        f"{name}: {missing} not found.\n  expected layout under {root}: {layout}\n  to get it: {how}; "
-        "then pass its folder as root (--root) or set FASTFORGET_DATA")
+        f"{name}: {missing} not found; expected layout under {root}: {layout}; to get it: {how}, then set "
+        "FASTFORGET_DATA (or data.root in the config) to that folder")
 
 
 def _require(name: str, root: Path, paths: Sequence[Path]) -> None:
@@ -306,7 +306,7 @@ def _class_names(path: Path, key: bytes) -> list[str]:
 def _load_cifar10(root: Path) -> ImageDataset:
     folder = root / "cifar-10-batches-py"
     if not folder.is_dir() and (root / "cifar10-jpeg.zip").is_file():
-        folder = _cifar10_from_jpeg(root)
+        return _cifar10_from_jpeg(root / "cifar10-jpeg.zip")
     train_files = [folder / f"data_batch_{i}" for i in range(1, 6)]
     _require("cifar10", root, [*train_files, folder / "test_batch", folder / "batches.meta"])
     classes = _class_names(folder / "batches.meta", b"label_names")
@@ -315,22 +315,55 @@ def _load_cifar10(root: Path) -> ImageDataset:
     return _dataset("cifar10", train, _cifar_batch(folder / "test_batch", b"labels", len(classes)), classes)
 
 
-def _cifar10_from_jpeg(root: Path) -> Path:
-    """Build the standard pickle layout from cifar10-jpeg.zip once, into the cache, with the converter beside it."""
-    archive, converter = root / "cifar10-jpeg.zip", root / "cifar10_from_jpeg.py"
-    if not converter.is_file():
-        raise _missing("cifar10", root, converter)
+# The order in which the data folder's own converter (cifar10_from_jpeg.py) writes the samples: a fixed shuffle of
+# the sorted file names, train split first. Reading the archive in that order gives the same arrays as its output.
+CIFAR10_JPEG_SHUFFLE_SEED = 20261127
+
+
+def _cifar10_from_jpeg(archive: Path) -> ImageDataset:
+    """CIFAR-10 from cifar10-jpeg.zip (train/<class>/NNNN.jpg, test/<class>/NNNN.jpg), decoded in-process by
+    fastforget's own reader (a data folder never runs code) and cached as arrays, keyed by the archive's path,
+    size and modification time."""
     stat = archive.stat()
     key = hashlib.sha1(f"{archive.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    dest = cache_dir() / f"cifar10-from-jpeg-{key}"
-    folder = dest / "cifar-10-batches-py"
-    if not (folder / "batches.meta").is_file():
-        dest.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run([sys.executable, str(converter), str(dest)], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise CorruptDataError(f"{converter} could not convert {archive} into {dest} "
-                                   f"(exit {done.returncode}): {done.stderr.strip()[-2000:]}")
-    return folder
+    cache_file = cache_dir() / f"cifar10-jpeg-{key}.npz"
+    if cache_file.is_file():
+        try:
+            with np.load(cache_file, allow_pickle=False) as arrays:
+                return _dataset("cifar10", (arrays["train_images"], arrays["train_labels"]),
+                                (arrays["test_images"], arrays["test_labels"]), [str(c) for c in arrays["classes"]])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            cache_file.unlink(missing_ok=True)  # damaged cache: decode again below
+    try:
+        with zipfile.ZipFile(archive) as z:
+            names = sorted(n for n in z.namelist() if n.lower().endswith(".jpg"))
+            parts = [n.split("/") for n in names]
+            if not names or any(len(p) != 3 or p[0] not in ("train", "test") for p in parts):
+                raise CorruptDataError(f"{archive} must hold train/<class>/<image>.jpg and test/<class>/<image>.jpg "
+                                       f"only (found {names[0] if names else 'no .jpg file'}); download it again")
+            classes = sorted({p[1] for p in parts})
+            if len(classes) != 10 or {p[1] for p in parts if p[0] == "train"} != set(classes):
+                raise CorruptDataError(f"{archive} holds classes {classes[:12]}, not the 10 CIFAR-10 classes in "
+                                       "both splits; download it again")
+            rng = np.random.default_rng(CIFAR10_JPEG_SHUFFLE_SEED)
+            splits = {}
+            for split in ("train", "test"):
+                rows = [n for n in names if n.startswith(f"{split}/")]
+                images = _decode_images([io.BytesIO(z.read(n)) for n in rows], force_rgb=True,
+                                        names=[f"{archive}:{n}" for n in rows])
+                if images.shape[1:] != (3, 32, 32):
+                    raise CorruptDataError(f"{archive}: the {split} images are {images.shape[2]}x{images.shape[3]}, "
+                                           "not CIFAR-10's 32x32; download it again")
+                labels = np.array([classes.index(n.split("/")[1]) for n in rows], dtype=np.int64)
+                order = rng.permutation(len(rows))
+                splits[split] = images[order], labels[order]
+    except (zipfile.BadZipFile, OSError) as err:
+        raise CorruptDataError(f"{archive} is not a readable zip archive ({err}); download it again") from None
+    with atomic_path(cache_file) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, train_images=splits["train"][0], train_labels=splits["train"][1],
+                     test_images=splits["test"][0], test_labels=splits["test"][1], classes=np.array(classes))
+    return _dataset("cifar10", splits["train"], splits["test"], classes)
 
 
 def _load_cifar100(root: Path) -> ImageDataset:
@@ -424,26 +457,29 @@ def _load_imagefolder(root: Path | None) -> ImageDataset:
 _GRAY_MODES = frozenset({"1", "L", "I", "I;16", "F"})
 
 
-def _decode_one(path: Path, force_rgb: bool) -> np.ndarray:
+def _decode_one(source: Path | io.BytesIO, name: str, force_rgb: bool) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             gray = image.mode in _GRAY_MODES and not force_rgb
             pixels = np.asarray(image.convert("L" if gray else "RGB"))
     except (OSError, UnidentifiedImageError) as err:
-        raise CorruptDataError(f"{path} is not a readable image ({err})") from err
+        raise CorruptDataError(f"{name} is not a readable image ({err})") from err
     return pixels[:, :, None] if gray else pixels
 
 
-def _decode_images(paths: Sequence[Path], force_rgb: bool) -> np.ndarray:
-    """Decode image files into uint8 [N, C, H, W] (C = 1 if all are grayscale and not `force_rgb`, else 3).
+def _decode_images(paths: Sequence[Path | io.BytesIO], force_rgb: bool,
+                   names: Sequence[str] | None = None) -> np.ndarray:
+    """Decode images (files, or in-memory files named by `names`) into uint8 [N, C, H, W] (C = 1 if all are
+    grayscale and not `force_rgb`, else 3).
 
-    Decoding runs on a thread pool (PIL releases the GIL). Large sets are cached in the cache folder, keyed by
-    every file's path, size and modification time, so a changed file triggers a fresh decode.
+    Decoding runs on a thread pool (PIL releases the GIL). Large sets of files are cached in the cache folder,
+    keyed by every file's path, size and modification time, so a changed file triggers a fresh decode.
     """
+    names = [str(p) for p in paths] if names is None else list(names)
     cache_file = None
-    if len(paths) >= DECODE_CACHE_MIN_FILES:
+    if len(paths) >= DECODE_CACHE_MIN_FILES and all(isinstance(p, Path) for p in paths):
         digest = hashlib.sha1(f"rgb={force_rgb}".encode())
         for path in paths:
             stat = path.stat()
@@ -455,11 +491,11 @@ def _decode_images(paths: Sequence[Path], force_rgb: bool) -> np.ndarray:
             except (OSError, ValueError):
                 cache_file.unlink(missing_ok=True)  # damaged cache: decode again below
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        decoded = list(pool.map(lambda p: _decode_one(p, force_rgb), paths))
+        decoded = list(pool.map(lambda item: _decode_one(*item, force_rgb=force_rgb), zip(paths, names, strict=True)))
     size = decoded[0].shape[:2]
-    for path, pixels in zip(paths, decoded, strict=True):
+    for name, pixels in zip(names, decoded, strict=True):
         if pixels.shape[:2] != size:
-            raise CorruptDataError(f"images must all have one size: {paths[0]} is {size[0]}x{size[1]} but {path} is "
+            raise CorruptDataError(f"images must all have one size: {names[0]} is {size[0]}x{size[1]} but {name} is "
                                    f"{pixels.shape[0]}x{pixels.shape[1]}; resize them first")
     channels = max(pixels.shape[2] for pixels in decoded)
     images = np.stack([np.broadcast_to(pixels, (*size, channels)) for pixels in decoded]).transpose(0, 3, 1, 2)
@@ -471,4 +507,14 @@ def _decode_images(paths: Sequence[Path], force_rgb: bool) -> np.ndarray:
     return images
 
 
-__all__ = ["DATASET_NAMES", "ImageDataset", "cache_dir", "channel_stats", "default_data_root", "load_dataset"]
+def data_fingerprint(dataset: ImageDataset) -> dict:
+    """What a checkpoint records of its data, checked when it is used: split sizes, image shape and a hash of the
+    labels (cheap to compute, and different for another data set, split or sample order)."""
+    digest = hashlib.sha256(dataset.train_labels.numpy().tobytes())
+    digest.update(b"|" + dataset.test_labels.numpy().tobytes())
+    return {"train_size": len(dataset.train_labels), "test_size": len(dataset.test_labels),
+            "image_shape": list(dataset.train_images.shape[1:]), "labels_sha256": digest.hexdigest()[:16]}
+
+
+__all__ = ["DATASET_NAMES", "ImageDataset", "cache_dir", "channel_stats", "data_fingerprint", "default_data_root",
+           "load_dataset"]

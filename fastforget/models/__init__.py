@@ -6,6 +6,7 @@ from torch import nn
 
 from fastforget.models.cnn import SmallCNN
 from fastforget.models.resnet import ResNet18
+from fastforget.models.staged import StagedModel
 from fastforget.models.vgg import VGG19BN
 from fastforget.models.wrappers import IdentityAdapters, LogitMask, apply_wrappers, wrapper_specs
 
@@ -27,6 +28,6 @@ def base_model(model: nn.Module) -> nn.Module:
 
 
 __all__ = [
-    "ARCHITECTURES", "IdentityAdapters", "LogitMask", "apply_wrappers", "base_model", "build_model",
+    "ARCHITECTURES", "IdentityAdapters", "LogitMask", "StagedModel", "apply_wrappers", "base_model", "build_model",
     "wrapper_specs",
 ]

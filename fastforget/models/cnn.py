@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
+
+from fastforget.models.staged import StagedModel
 
 
 def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(StagedModel):
     """Named blocks `conv1`, `block1`, `block2`, `fc`, mirroring ResNet's stem / stages / classifier split."""
 
+    stages = ("conv1", "block1", "block2")
     middle_block = "block2"
-    classifier = "fc"
 
     def __init__(self, num_classes: int, in_channels: int = 1, width: int = 32) -> None:
         super().__init__()
@@ -24,7 +25,3 @@ class SmallCNN(nn.Module):
         self.block_channels = {"conv1": width, "block1": 2 * width, "block2": 4 * width}
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(4 * width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.block2(self.block1(self.conv1(x)))
-        return self.fc(torch.flatten(self.pool(x), 1))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fastforget.models.staged import StagedModel
+
 
 class BasicBlock(nn.Module):
     expansion = 1
@@ -27,11 +29,11 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
+class ResNet18(StagedModel):
     """ResNet-18 with named stages `conv1`, `layer1`..`layer4`, `fc`; `width` scales every stage (64 = standard)."""
 
+    stages = ("conv1", "layer1", "layer2", "layer3", "layer4")
     middle_block = "layer3"
-    classifier = "fc"
 
     def __init__(self, num_classes: int, in_channels: int = 3, width: int = 64) -> None:
         super().__init__()
@@ -48,8 +50,3 @@ class ResNet18(nn.Module):
             in_planes = planes
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(widths[-1], num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x)
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.pool(x), 1))

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
+
+from fastforget.models.staged import StagedModel
 
 _STAGES = [[64, 64], [128, 128], [256, 256, 256, 256], [512, 512, 512, 512], [512, 512, 512, 512]]
 
 
-class VGG19BN(nn.Module):
+class VGG19BN(StagedModel):
     """Five named conv stages `block1`..`block5` and a linear `fc`; `width` scales channels (64 = standard).
 
     Pooling uses ceil mode so that 28-pixel inputs (MNIST) survive five halvings.
     """
 
+    stages = tuple(f"block{i}" for i in range(1, 6))
     middle_block = "block4"
-    classifier = "fc"
 
     def __init__(self, num_classes: int, in_channels: int = 3, width: int = 64) -> None:
         super().__init__()
@@ -34,8 +35,3 @@ class VGG19BN(nn.Module):
             self.block_channels[f"block{i}"] = channels
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i in range(1, 6):
-            x = getattr(self, f"block{i}")(x)
-        return self.fc(torch.flatten(self.pool(x), 1))

@@ -43,6 +43,20 @@ class IdentityAdapters(nn.Module):
     def adapter_parameters(self) -> list[nn.Parameter]:
         return [*self.mid_adapter.parameters(), *self.head_adapter.parameters()]
 
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return getattr(self.base, "stages", ())
+
+    def stage_modules(self) -> list[nn.Module]:
+        """The base's stages, the middle one grouped with the adapter its hook applies."""
+        return [nn.ModuleList([module, self.mid_adapter]) if name == self.block else module
+                for name, module in zip(self.stages, self.base.stage_modules(), strict=True)]
+
+    def run(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """The base's `run`, with the head adapter after the head (see `StagedModel.run`)."""
+        out = self.base.run(x, start, stop)
+        return self.head_adapter(out) if stop is None else out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head_adapter(self.base(x))
 

@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastforget.train import Batch, LossFn
-from fastforget.unlearn.common import finetune
-from fastforget.unlearn.ft import finetune_defaults
+from fastforget.unlearn.common import finetune, finetune_defaults
 from fastforget.unlearn.registry import UnlearnContext, register
 
 

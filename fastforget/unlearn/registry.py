@@ -9,18 +9,18 @@ peak memory, so every method reports the same way.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from fastforget.config import Config
-from fastforget.data import Augment, ForgetSplits, ImageDataset, InMemoryLoader
-from fastforget.errors import FastForgetError
+from fastforget.config import SCHEDULES, Config, Rule, check_value, did_you_mean
+from fastforget.data import ForgetSplits, ImageDataset, make_train_loader
+from fastforget.errors import ConfigError, ConfigValueError, FastForgetError
 from fastforget.runtime import measure, seed_everything
-from fastforget.train import config_augment
+from fastforget.train import ExecSpec, prepare_process
 
 
 class UnknownMethodError(FastForgetError):
@@ -55,13 +55,18 @@ class UnlearnContext:
         """A trainable copy of the original on the device, channels-last."""
         return copy.deepcopy(self.original).to(self.device, memory_format=torch.channels_last)
 
+    @property
+    def execution(self) -> ExecSpec:
+        """AMP and torch.compile as the config says (`train.amp`, `train.compile`)."""
+        return ExecSpec(amp=self.cfg.train.amp, compile=self.cfg.train.compile)
+
     def loader(self, indices: torch.Tensor, batch_size: int, *, shuffle: bool = True, augment: bool = True,
-               drop_last: bool = False) -> InMemoryLoader:
-        """Batches of training samples at `indices` with the config's augmentation (or none)."""
-        return InMemoryLoader(
-            self.train_images, self.train_labels, batch_size=batch_size, shuffle=shuffle,
-            augment=config_augment(self.cfg) if augment else Augment(), mean=self.dataset.mean, std=self.dataset.std,
-            device=self.device, drop_last=drop_last, seed=self.seed, indices=indices)
+               drop_last: bool = False) -> Iterable:
+        """Batches of training samples at `indices` from the config's loader (`data.loader`), with the config's
+        augmentation (or none)."""
+        return make_train_loader(self.dataset, self.cfg, indices=indices, batch_size=batch_size, device=self.device,
+                                 seed=self.seed, shuffle=shuffle, augment=augment, drop_last=drop_last,
+                                 images=self.train_images, labels=self.train_labels)
 
 
 MethodFn = Callable[[UnlearnContext, dict], nn.Module]
@@ -95,16 +100,68 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def merge_hyperparameters(method: Method, *overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults <- each override in turn; unknown keys are an error that lists the known ones."""
+# The range of every hyperparameter that methods share by name; its type comes from the method's default (or
+# `kind` where the default is None). A value outside is refused before any work.
+HYPERPARAMETER_RULES: dict[str, Rule] = {
+    "epochs": Rule(min=1, kind=int),
+    "lr": Rule(above=0),
+    "momentum": Rule(min=0, below=1),
+    "weight_decay": Rule(min=0),
+    "batch_size": Rule(min=1),
+    "schedule": Rule(choices=SCHEDULES),
+    "reassign": Rule(choices=("proportional", "max-class")),
+    "retain_fraction": Rule(min=0, below=1),
+    "alpha": Rule(min=0),
+    "lambda": Rule(min=0),
+    "bound": Rule(above=0),
+    "ratio": Rule(above=0, max=1),
+    "d_samples": Rule(min=0),
+    "alpha_r": Rule(above=0),
+    "alpha_f": Rule(above=0),
+    "samples_per_class": Rule(min=1),
+    "forget_samples": Rule(min=1),
+    "block": Rule(kind=str),
+    "blocks": Rule(kind=list),
+}
+MODULE_KEYS = ("block", "blocks")  # hyperparameters that name blocks of the model: checked against it
+
+
+def merge_hyperparameters(method: Method, *overrides: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
+    """Defaults <- each override in turn; unknown keys and values of the wrong type or range are an error."""
     hp = dict(method.defaults)
     for override in overrides:
-        unknown = set(override) - set(hp)
-        if unknown:
-            raise FastForgetError(f"method {method.name!r} has no hyperparameter(s) {sorted(unknown)}; "
-                                  f"it takes {sorted(hp)}")
-        hp.update(override)
+        for key, value in override.items():
+            if key not in hp:
+                raise ConfigError(f"method {method.name!r} has no hyperparameter {key!r}"
+                                  f"{did_you_mean(key, hp)}; it takes {', '.join(sorted(hp)) or 'none'}")
+            hp[key] = check_value(f"{method.name} hyperparameter {key}", value, method.defaults[key],
+                                  HYPERPARAMETER_RULES.get(key), origin or f"--hp or [unlearn.{method.name}]")
     return hp
+
+
+def check_method_tables(tables: Mapping[str, Any], origin: str, overridden: Mapping[str, str] | None = None) -> None:
+    """A config's `[unlearn.METHOD]` tables: real methods, real hyperparameters, values in range."""
+    for name, table in tables.items():
+        texts = [text for key, text in (overridden or {}).items() if key.startswith(f"unlearn.{name}.")]
+        where = f"the command line: {texts[0]}" if texts else origin
+        if name not in METHODS:
+            raise ConfigError(f"[unlearn.{name}] (from {where}) names no method{did_you_mean(name, METHODS)}; "
+                              f"methods: {', '.join(sorted(METHODS))}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"unlearn.{name} (from {where}) must be a table of hyperparameters, like "
+                              f"unlearn.{name}.epochs=5")
+        merge_hyperparameters(METHODS[name], table, origin=where if texts else f"[unlearn.{name}] of {origin}")
+
+
+def _check_module_names(model: nn.Module, method: str, hp: Mapping[str, Any]) -> None:
+    names = {name for name, _ in model.named_modules() if name}
+    for key in MODULE_KEYS:
+        value = hp.get(key)
+        for block in [value] if isinstance(value, str) else value or []:
+            if block not in names:
+                children = ", ".join(name for name, _ in model.named_children())
+                raise ConfigValueError(f"{method} hyperparameter {key}: the model has no block {block!r}"
+                                  f"{did_you_mean(str(block), names)}; its blocks: {children}")
 
 
 @dataclass
@@ -118,9 +175,14 @@ class UnlearnResult:
 
 
 def run_method(name: str, ctx: UnlearnContext, overrides: Mapping[str, Any] | None = None) -> UnlearnResult:
-    """Run one method with timing and memory measurement; the config's `[unlearn.NAME]` table applies first."""
+    """Run one method with timing and memory measurement; the config's `[unlearn.NAME]` table applies first.
+
+    One-time process costs (the optimiser's first import of torch._dynamo) are paid before the timer starts.
+    """
     method = get_method(name)
     hp = merge_hyperparameters(method, ctx.cfg.method_overrides(name), overrides or {})
+    _check_module_names(ctx.original, name, hp)
+    prepare_process()
     seed_everything(ctx.seed)
     with measure(ctx.device) as m:
         model = method.fn(ctx, hp)

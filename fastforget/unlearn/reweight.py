@@ -1,30 +1,36 @@
-"""What the RWFT family shares: the reweighted target from the frozen original, and the fine-tuning run on it.
+"""What the RWFT family shares: the frozen original as teacher, the reweighted target, and the fine-tuning run on it.
 
-The loss goes through `kernels.reweighted_cross_entropy`, whose dispatch gives CUDA tensors the fused Triton
-kernel and everything else the PyTorch reference.
+The loss goes through `kernels.reweighted_cross_entropy`'s module, whose dispatch gives CUDA tensors the fused
+Triton kernel and everything else the PyTorch reference.
+
+Per step the teacher costs as little as it can:
+- it is a copy of the original kept in eval mode, channels-last, without gradients, run in fp32 outside autocast
+  (no per-step weight casts; q* is built from fp32 logits);
+- where the student's first stages are frozen (RWFT-2-O: conv1..layer2; RW-A: everything before its adapter) and
+  BatchNorm statistics stay fixed, those stages compute exactly what the teacher's do: they run once per batch
+  and teacher and student both continue from their output;
+- without augmentation (`augment=false`, or a config that augments nothing) every step would see the same
+  images again, so the teacher's logits (in fp32) and the frozen stages' output are computed once per sample.
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import kernels
-from fastforget.train import Batch, predict_logits
+from fastforget.data import Augment, config_augment
+from fastforget.inference import predict_logits
+from fastforget.train import Batch, compiled
 from fastforget.unlearn.common import finetune
 from fastforget.unlearn.registry import UnlearnContext
 
-RWFT_DEFAULTS = {
-    "epochs": 10, "lr": 0.001, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128,
-    "reassign": "proportional",  # or "max-class"
-    "freeze_bn": True,           # BN statistics updated on forget-only batches cost RWFT-O 11 points of ACC_r
-    "augment": True,             # with augmentation the teacher is run per view; without, once per sample
-    "retain_fraction": 0.0,      # share of each batch drawn from D_train_r (target: the original's own output)
-}
+PREFIX_CACHE_BYTES = 2 * 2**30
+"""Largest per-sample cache of the frozen stages' output; beyond it they run per batch instead."""
 
 
 def warn_if_label_smoothing(meta: dict) -> None:
@@ -36,14 +42,93 @@ def warn_if_label_smoothing(meta: dict) -> None:
             "Train the original without it for faithful unlearning.", stacklevel=3)
 
 
+class Teacher(nn.Module):
+    """The frozen original for RWFT: `forward(images) -> (output of its first `shared` stages, logits)`, both fp32.
+
+    It runs outside autocast, in fp32: q* is built from fp32 logits, and a bf16 teacher moves q* by about 1e-2
+    (measured on the digits CNN), more than the reweighting's own detail. A model without `run` (no named
+    stages) shares nothing.
+    """
+
+    def __init__(self, original: nn.Module, *, device: torch.device, shared: int = 0) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(original).to(device, memory_format=torch.channels_last).eval()
+        self.model.requires_grad_(False)
+        self.shared = shared if hasattr(self.model, "run") else 0
+
+    def prefix(self, images: torch.Tensor) -> torch.Tensor:
+        """The output of the shared (frozen) stages, or the images when nothing is shared."""
+        with torch.autocast(images.device.type, enabled=False):
+            return self.model.run(images.float(), 0, self.shared) if self.shared else images.float()
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shared = self.prefix(images)
+        with torch.autocast(images.device.type, enabled=False):
+            return shared, self.model.run(shared, self.shared) if self.shared else self.model(shared)
+
+
+class FromStage(nn.Module):
+    """The student from its stage `start` on: what it computes from the shared stages' output."""
+
+    def __init__(self, model: nn.Module, start: int) -> None:
+        super().__init__()
+        self.model, self.start = model, start
+
+    def forward(self, shared: torch.Tensor) -> torch.Tensor:
+        return self.model.run(shared, self.start)
+
+
+def frozen_stages(model: nn.Module, params: Sequence[nn.Parameter]) -> int:
+    """How many leading stages of `model` hold none of the trained `params` (0 for a model without stages)."""
+    if not hasattr(model, "stage_modules"):
+        return 0
+    trained = {id(p) for p in params}
+    count = 0
+    for module in model.stage_modules():
+        if any(id(p) in trained for p in module.parameters()):
+            break
+        count += 1
+    return count
+
+
+class PerSample:
+    """Values computed once for the training samples at `positions`, looked up by position on the device."""
+
+    def __init__(self, positions: torch.Tensor, values: torch.Tensor, size: int) -> None:
+        self.slot = torch.full((size,), -1, dtype=torch.long, device=values.device)
+        self.slot[positions.to(values.device)] = torch.arange(len(positions), device=values.device)
+        self.values = values
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.values[self.slot[rows]]
+
+
+@torch.no_grad()
+def _prefix_outputs(ctx: UnlearnContext, teacher: Teacher, positions: torch.Tensor,
+                    batch_size: int) -> PerSample | None:
+    """The shared stages' output for each sample at `positions` (un-augmented), or None where keeping it would
+    take more than `PREFIX_CACHE_BYTES`."""
+    parts, seen = [], []
+    for images, _, indices in ctx.loader(positions, batch_size, shuffle=False, augment=False):
+        parts.append(teacher.prefix(images))
+        seen.append(indices)
+        if parts[0][0].numel() * parts[0].element_size() * len(positions) > PREFIX_CACHE_BYTES:
+            return None
+    outputs = torch.cat(parts).contiguous(memory_format=torch.channels_last)
+    return PerSample(torch.cat(seen), outputs, len(ctx.dataset.train_labels))
+
+
 class MixedLoader:
-    """Forget batches with a share of retained samples appended; one pass = one pass over the forget set."""
+    """Forget batches with a share of retained samples appended; one pass = one pass over the forget set.
+
+    The first `len(batch) - retain_size` rows of every batch are forget samples, the last `retain_size` retained.
+    """
 
     def __init__(self, ctx: UnlearnContext, batch_size: int, retain_fraction: float, augment: bool) -> None:
-        retain_size = max(1, round(batch_size * retain_fraction))
-        forget_size = max(1, batch_size - retain_size)
+        self.retain_size = max(1, round(batch_size * retain_fraction))
+        forget_size = max(1, batch_size - self.retain_size)
         self.forget = ctx.loader(ctx.splits.train_f, forget_size, augment=augment)
-        self.retain = ctx.loader(ctx.splits.train_r, retain_size, augment=augment, drop_last=True)
+        self.retain = ctx.loader(ctx.splits.train_r, self.retain_size, augment=augment, drop_last=True)
         self._retain_iter = iter(self.retain)
 
     def __len__(self) -> int:
@@ -62,38 +147,58 @@ class MixedLoader:
             yield tuple(torch.cat([f, r]) for f, r in zip(forget_batch, retain_batch, strict=True))
 
 
+def _mixed_loss(criterion_sum: nn.Module, retain_size: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Mean over the batch of the reweighted loss on its forget rows and, on its retained rows, the
+    cross-entropy against the original's own output (the rows' kinds are fixed by `MixedLoader`)."""
+    def loss(student: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        split = len(student) - retain_size
+        forget_part = criterion_sum(student[:split], teacher_logits[:split])
+        retain_part = kernels.soft_target_cross_entropy(student[split:], teacher_logits[split:].softmax(1),
+                                                        reduction="sum")
+        return (forget_part + retain_part) / len(student)
+
+    return loss
+
+
 def reweight_finetune(ctx: UnlearnContext, model: nn.Module, hp: dict, *,
                       params: Sequence[nn.Parameter], desc: str) -> nn.Module:
     """Fine-tune `params` of `model` towards the original's reweighted prediction on forget samples."""
     warn_if_label_smoothing(ctx.meta)
-    forget = torch.tensor(ctx.forget, device=ctx.device)
-    # built once (forget mask cached); it also rejects an unknown `reassign`
-    criterion = kernels.ReweightedCrossEntropyLoss(ctx.forget, hp["reassign"])
-    teacher = ctx.original
+    execution = ctx.execution
     mixing = hp["retain_fraction"] > 0
-    table = None
-    if not hp["augment"]:  # one teacher pass in fp32 over the samples that will be seen
-        used = torch.cat([ctx.splits.train_f, ctx.splits.train_r]) if mixing else ctx.splits.train_f
-        table = torch.zeros(len(ctx.dataset.train_labels), ctx.num_classes, device=ctx.device)
-        table[used.to(ctx.device)] = predict_logits(teacher, ctx.dataset.train_images[used], ctx.dataset).to(ctx.device)
-
-    def loss_fn(net: nn.Module, batch: Batch, _progress: float) -> tuple[torch.Tensor, torch.Tensor]:
-        if table is not None:
-            teacher_logits = table[batch.indices.to(ctx.device)]
-        else:
-            with torch.no_grad():
-                teacher_logits = teacher(batch.images)
-        student = net(batch.images)
-        if not mixing:
-            return criterion(student, teacher_logits), student
-        is_forget = torch.isin(batch.labels, forget).unsqueeze(1)
-        target = torch.where(is_forget, kernels.reweighted_target(teacher_logits.float(), forget, hp["reassign"]),
-                             F.softmax(teacher_logits.float(), dim=1))
-        return kernels.soft_target_cross_entropy(student, target), student
-
     data = MixedLoader(ctx, hp["batch_size"], hp["retain_fraction"], hp["augment"]) if mixing \
         else ctx.loader(ctx.splits.train_f, hp["batch_size"], augment=hp["augment"])
-    finetune(ctx, model, loss_fn, data, hp, params=params, freeze_bn=hp["freeze_bn"], desc=desc)
+    # built once (forget mask cached, no per-step sync); it also rejects an unknown `reassign`
+    if mixing:
+        objective = _mixed_loss(kernels.ReweightedCrossEntropyLoss(ctx.forget, hp["reassign"], reduction="sum"),
+                                data.retain_size)
+    else:
+        objective = kernels.ReweightedCrossEntropyLoss(ctx.forget, hp["reassign"])
+    shared = frozen_stages(model, params) if hp["freeze_bn"] else 0
+    teacher = Teacher(ctx.original, device=ctx.device, shared=shared)
+    shared = teacher.shared
+    student = FromStage(model, shared) if shared else model
+
+    logit_table = prefix_table = None
+    if not (hp["augment"] and config_augment(ctx.cfg) != Augment()):  # every step would see the same images
+        used = torch.cat([ctx.splits.train_f, ctx.splits.train_r]) if mixing else ctx.splits.train_f
+        exact = predict_logits(ctx.original, ctx.dataset.train_images[used], ctx.dataset, device=ctx.device)
+        logit_table = PerSample(used, exact.to(ctx.device), len(ctx.dataset.train_labels))
+        if shared:
+            prefix_table = _prefix_outputs(ctx, teacher, used, hp["batch_size"])
+    run_teacher = compiled(teacher) if execution.compile and logit_table is None else teacher
+
+    def loss_fn(net: nn.Module, batch: Batch, _progress: float) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            if logit_table is None:
+                features, teacher_logits = run_teacher(batch.images)
+            else:
+                teacher_logits = logit_table[batch.indices]
+                features = prefix_table[batch.indices] if prefix_table is not None else teacher.prefix(batch.images)
+        logits = net(features)
+        return objective(logits, teacher_logits), logits
+
+    finetune(ctx, student, loss_fn, data, hp, params=params, freeze_bn=hp["freeze_bn"], desc=desc)
     return model
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from torch import nn
 
 from fastforget.models import IdentityAdapters
+from fastforget.unlearn.common import RWFT_DEFAULTS
 from fastforget.unlearn.registry import UnlearnContext, register
-from fastforget.unlearn.reweight import RWFT_DEFAULTS, reweight_finetune
+from fastforget.unlearn.reweight import reweight_finetune
 
 
 @register("rw-a", summary="reweighted training of two added identity-initialised layers; original weights frozen",

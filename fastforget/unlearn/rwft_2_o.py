@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from fastforget.unlearn.common import RWFT_DEFAULTS
 from fastforget.unlearn.registry import UnlearnContext, register
-from fastforget.unlearn.reweight import RWFT_DEFAULTS, block_parameters, reweight_finetune
+from fastforget.unlearn.reweight import block_parameters, reweight_finetune
 
 
 @register("rwft-2-o", summary="reweighted fine-tuning of a middle block + classifier (ResNet: layer3 + fc)",

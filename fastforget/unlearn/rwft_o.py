@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from fastforget.unlearn.common import RWFT_DEFAULTS
 from fastforget.unlearn.registry import UnlearnContext, register
-from fastforget.unlearn.reweight import RWFT_DEFAULTS, reweight_finetune
+from fastforget.unlearn.reweight import reweight_finetune
 
 
 @register("rwft-o", summary="reweighted fine-tuning of all parameters on D_train_f (the paper's RWFT-O)",

@@ -19,10 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastforget.errors import FastForgetError
-from fastforget.unlearn.common import finetune
-from fastforget.unlearn.ft import finetune_defaults
+from fastforget.unlearn.common import all_training_indices, finetune, finetune_defaults, random_label_loss
 from fastforget.unlearn.registry import UnlearnContext, register
-from fastforget.unlearn.rl import all_training_indices, random_label_loss
 
 
 def forget_saliency(ctx: UnlearnContext, model: nn.Module, batch_size: int) -> dict[str, torch.Tensor]:

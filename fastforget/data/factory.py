@@ -1,0 +1,63 @@
+"""From a config to a loader: the one place that reads `data.loader`, `data.crop_padding` and `data.flip`.
+
+The recipe (originals, retrained, shadow models) and every unlearning method get their batches from
+`make_train_loader`, so `data.loader = "ffcv"` reaches all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from fastforget.config import Config
+from fastforget.data.ffcv import ffcv_available, ffcv_loader, write_beton
+from fastforget.data.loaders import Augment, InMemoryLoader
+from fastforget.data.sources import ImageDataset, cache_dir
+from fastforget.errors import ConfigError
+
+LOADERS = ("memory", "ffcv")
+
+
+def config_augment(cfg: Config) -> Augment:
+    """The training augmentation a config asks for (`data.crop_padding`, `data.flip`)."""
+    return Augment(crop_padding=cfg.data.get("crop_padding", 0), flip=cfg.data.get("flip", False))
+
+
+def ffcv_train_file(dataset: ImageDataset) -> Path:
+    """The data set's training split as a .beton in the cache, written on first use (keyed by its content)."""
+    stride = max(1, len(dataset.train_labels) // 1000)
+    digest = hashlib.sha1(dataset.train_labels.numpy().tobytes())
+    digest.update(dataset.train_images[::stride].numpy().tobytes())
+    path = cache_dir() / "ffcv" / f"{dataset.name}-{digest.hexdigest()[:12]}" / "train.beton"
+    if not path.is_file():
+        write_beton(dataset.train_images, dataset.train_labels, path)
+    return path
+
+
+def make_train_loader(dataset: ImageDataset, cfg: Config, *, indices: torch.Tensor | None, batch_size: int,
+                      device: torch.device, seed: int, shuffle: bool = True, augment: bool = True,
+                      drop_last: bool | None = None, images: torch.Tensor | None = None,
+                      labels: torch.Tensor | None = None) -> Iterable:
+    """The config's loader (`data.loader`: memory or ffcv) over the training samples at `indices`.
+
+    `augment` off gives the plain normalised images; `drop_last` defaults to `shuffle` (a training pass drops
+    its ragged last batch, an ordered pass keeps every sample). `images` and `labels` are the training split
+    already on `device`, to be shared by several in-memory loaders (default: the data set's own tensors).
+    """
+    options = dict(batch_size=batch_size, shuffle=shuffle, augment=config_augment(cfg) if augment else Augment(),
+                   mean=dataset.mean, std=dataset.std, device=device,
+                   drop_last=shuffle if drop_last is None else drop_last, seed=seed, indices=indices)
+    kind = cfg.data.get("loader", "memory")
+    if kind not in LOADERS:
+        raise ConfigError(f"data.loader must be 'memory' or 'ffcv', not {kind!r}")
+    if kind == "ffcv":
+        if ffcv_available():
+            return ffcv_loader(ffcv_train_file(dataset), **options)
+        warnings.warn("data.loader = 'ffcv' but FFCV is not installed here: using the in-memory loader "
+                      "(scripts/setup.sh installs FFCV where apt is available)", stacklevel=2)
+    return InMemoryLoader(dataset.train_images if images is None else images,
+                          dataset.train_labels if labels is None else labels, **options)
