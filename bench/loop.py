@@ -24,7 +24,7 @@ Each process first runs its case once untimed (one-time costs: imports, oneDNN k
 epochs and divide the difference by the extra steps, so set-up work cancels. "top_level": ATen operators
 dispatched from Python or the autograd engine, views included (what the issue counted); "kernels": the leaf
 operators that compute (no views, allocations or no-op casts) plus Inductor's fused C++ kernels, i.e. what would
-each be a kernel launch on a GPU (`bench/gpu_loop.py` counts real launches there).
+each be a kernel launch on a GPU (`bench/gpu/60_loop.py` counts real launches there).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ The trained epoch is the original the unlearning starts from (its accuracy is ir
 """
 # budget: 90
 
-from common import Step
+from common import Step, recorded_device
 
 step = Step(__doc__)
 
@@ -71,17 +71,6 @@ def flops_per_image(model: torch.nn.Module, images: torch.Tensor, trainable: lis
     return counter.get_total_flops() / len(images)
 
 
-def bf16_peak_tflops() -> float | None:
-    """The card's datasheet peak, from step 10's record when it ran."""
-    import json
-
-    record = step.args.out / "steps" / "10_environment.json"
-    if record.is_file():
-        device = json.loads(record.read_text())["tables"]["Device"][0]
-        return device.get("bf16 peak TFLOP/s (datasheet)")
-    return None
-
-
 def main() -> None:
     from fastforget.config import load_config
     from fastforget.data import resolve_classes
@@ -94,7 +83,7 @@ def main() -> None:
     cfg = load_config("cifar10-resnet18", overrides)
     dataset, data_kind = load_data()
     step.note(f"data: {data_kind}")
-    peak = bf16_peak_tflops()
+    peak = recorded_device(step.args.out).get("bf16 peak TFLOP/s (datasheet)")
     trained = train_model(cfg, dataset=dataset, epochs=1, desc="train 1 epoch")
     images = dataset.train_images[:cfg.train.batch_size].to(step.device).float().div_(255)
     images = images.to(memory_format=torch.channels_last)

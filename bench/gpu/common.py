@@ -107,6 +107,12 @@ def device_name(device: Any) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+def recorded_device(out: Path) -> dict[str, Any]:
+    """Step 10's record of the card (its datasheet and measured bf16 peaks) when it ran into `out`, else {}."""
+    record = out / "steps" / "10_environment.json"
+    return json.loads(record.read_text())["tables"]["Device"][0] if record.is_file() else {}
+
+
 def format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
