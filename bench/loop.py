@@ -301,9 +301,15 @@ def summarise(results: list[dict]) -> list[dict]:
             per_round = [statistics.median(r["seconds"]) for r in mine]
             median = statistics.median(per_round)
             steps = mine[0]["steps"]
+            plain_by_round = {r["round"]: statistics.median(r["seconds"]) for r in results
+                              if r["case"] == case and r["impl"] == "plain"}
+            ratios = [plain_by_round[r["round"]] / statistics.median(r["seconds"]) for r in mine
+                      if r["round"] in plain_by_round]
             row = {"case": case, "impl": impl, "median s": median,
                    "min..max s": f"{min(per_round):.3g}..{max(per_round):.3g}", "steps/s": steps / median,
                    "x plain": statistics.median(plain) / median if plain else None,
+                   "x plain per round": (f"{statistics.median(ratios):.3g} ({min(ratios):.3g}..{max(ratios):.3g})"
+                                         if ratios else None),
                    "first run, reported s": statistics.median(r["first_run_reported_s"] for r in mine),
                    "first run, wall s": statistics.median(r["first_run_wall_s"] for r in mine)}
             rows.append(row)
@@ -337,26 +343,35 @@ def parent(args: argparse.Namespace) -> None:
                 if impl == "plain" or args.ops_all or case != "cifar-epoch" or impl != "after+compile":
                     ops.append(run_child(case, impl, tree[impl], "ops", args))
                     print(f"ops {case} {impl}: {ops[-1]['ops_per_step']}", flush=True)
-    timed = []
+    timed: list[dict] = []
     for round_ in range(args.rounds):
         for case in cases:
             for impl in impls[round_ % len(impls):] + impls[:round_ % len(impls)]:  # rotate who goes first
-                timed.append(run_child(case, impl, tree[impl], "time", args))
+                timed.append(run_child(case, impl, tree[impl], "time", args) | {"round": round_})
                 print(f"round {round_ + 1} {case} {impl}: {timed[-1]['seconds']} load {timed[-1]['load_1min']}",
                       flush=True)
+        write_report(report, ops, timed, round_ + 1, args)  # after every round: a killed run keeps what it measured
+
+
+def write_report(report: dict, ops: list[dict], timed: list[dict], rounds: int, args: argparse.Namespace) -> None:
     rows = summarise(timed)
-    report |= {"load_1min_end": os.getloadavg()[0], "ops": ops, "timed": timed, "summary": rows}
+    report |= {"load_1min_end": os.getloadavg()[0], "rounds_done": rounds, "ops": ops, "timed": timed,
+               "summary": rows}
     text = [f"Machine: {report['machine']}; load average (1 min) {report['load_1min_start']:.2f} at the start, "
-            f"{report['load_1min_end']:.2f} at the end; torch threads {args.threads}; bf16 autocast {args.amp}.", ""]
+            f"{report['load_1min_end']:.2f} at the end; {rounds} rounds; torch threads {args.threads}; "
+            f"bf16 autocast {args.amp}.", ""]
     if ops:
         text += [markdown([{"case": o["case"], "impl": o["impl"], **o["ops_per_step"]} for o in ops],
                           ["case", "impl", "top_level", "kernels", "inductor_kernels"]), ""]
-    text.append(markdown(rows, ["case", "impl", "median s", "min..max s", "steps/s", "x plain",
+    text.append(markdown(rows, ["case", "impl", "median s", "min..max s", "steps/s", "x plain", "x plain per round",
                                 "first run, reported s", "first run, wall s"]))
-    print("\n".join(text))
+    print("\n".join(text), flush=True)
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2))
-        Path(args.out).with_suffix(".md").write_text("\n".join(text) + "\n")
+        for path, content in ((Path(args.out), json.dumps(report, indent=2)),
+                              (Path(args.out).with_suffix(".md"), "\n".join(text) + "\n")):
+            temporary = path.with_name(path.name + ".tmp")
+            temporary.write_text(content)
+            temporary.replace(path)
 
 
 def _machine() -> str:
