@@ -79,7 +79,8 @@ def main() -> None:
 
     overrides = [f"train.device={step.device}", "train.epochs=1"]
     if step.dry_run:
-        overrides += ["model.width=4", "train.batch_size=32", "train.amp=false"]
+        # width 8: at width 4, channels-last convolution backward corrupts memory in oneDNN (torch 2.14, AVX2 CPU)
+        overrides += ["model.width=8", "train.batch_size=32", "train.amp=false"]
     cfg = load_config("cifar10-resnet18", overrides)
     dataset, data_kind = load_data()
     step.note(f"data: {data_kind}")
@@ -113,9 +114,4 @@ def main() -> None:
                         "peak memory MiB": result.peak_memory_bytes / 2**20})
 
 
-try:
-    main()
-except (ImportError, TypeError, AttributeError) as error:  # the public API moved: say where, fail the step
-    step.fail(f"the fastforget API this step uses changed ({type(error).__name__}: {error}); update "
-              "bench/gpu/50_unlearning.py")
-sys.exit(step.finish())
+sys.exit(step.run_api(main))

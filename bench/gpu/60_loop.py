@@ -314,9 +314,4 @@ def main() -> None:
         fast_recipe_accuracy(data, real, best)
 
 
-try:
-    main()
-except (ImportError, TypeError, AttributeError) as error:  # the public API moved: say where, fail the step
-    step.fail(f"the fastforget API this step uses changed ({type(error).__name__}: {error}); update "
-              "bench/gpu/60_loop.py")
-sys.exit(step.finish())
+sys.exit(step.run_api(main))

@@ -80,6 +80,16 @@ class Step:
         print("  " + "  ".join(f"{k}={format_value(v)}" for k, v in row.items()), flush=True)
         self.tables.setdefault(table, []).append(row)
 
+    def run_api(self, main: Callable[[], None]) -> int:
+        """Runs `main`, turning a moved fastforget API (import, signature, attribute) into this step's failure
+        instead of a traceback, then `finish`es."""
+        try:
+            main()
+        except (ImportError, TypeError, AttributeError) as error:
+            self.fail(f"the fastforget API this step uses changed ({type(error).__name__}: {error}); update "
+                      f"bench/gpu/{self.name}.py")
+        return self.finish()
+
     def finish(self) -> int:
         """Writes OUT/steps/NAME.json; returns the exit status (1 when a check failed)."""
         folder = self.args.out / "steps"
