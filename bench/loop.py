@@ -20,11 +20,12 @@ machine hits all of them alike):
   before            fastforget from the tree given by --before (e.g. `git archive BASE | tar -x -C DIR`)
 Each process first runs its case once untimed (one-time costs: imports, oneDNN kernels, compilation), then times
 --reps runs; a round's number is the median of its reps, the table gives the median over rounds and the spread
-(min..max). `ops` counts ATen operators per training step with torch.profiler: run the case with one and two
-epochs and divide the difference by the extra steps, so set-up work cancels. "top_level": ATen operators
-dispatched from Python or the autograd engine, views included (what the issue counted); "kernels": the leaf
-operators that compute (no views, allocations or no-op casts) plus Inductor's fused C++ kernels, i.e. what would
-each be a kernel launch on a GPU (`bench/gpu/60_loop.py` counts real launches there).
+(min..max), and the same for the process's CPU time (one torch thread: on a loaded machine CPU time is what
+waiting for a core does not inflate). `ops` counts ATen operators per training step with torch.profiler: run the
+case with one and two epochs and divide the difference by the extra steps, so set-up work cancels.
+"top_level": ATen operators dispatched from Python or the autograd engine, views included (what the issue
+counted); "kernels": the leaf operators that compute (no views, allocations or no-op casts) plus Inductor's fused
+C++ kernels, i.e. what would each be a kernel launch on a GPU (`bench/gpu/60_loop.py` counts real launches there).
 """
 
 from __future__ import annotations
@@ -266,8 +267,13 @@ def child(args: argparse.Namespace) -> None:
         (one, steps_one), (two, steps_two) = count_ops(lambda: runner(1)), count_ops(lambda: runner(2))
         out["ops_per_step"] = {k: (two[k] - one[k]) / (steps_two - steps_one) for k in one}
     else:
-        times = [runner() for _ in range(args.reps)]
+        times, cpu = [], []
+        for _ in range(args.reps):
+            start_cpu = time.process_time()
+            times.append(runner())
+            cpu.append(time.process_time() - start_cpu)
         out["seconds"] = [seconds for seconds, _ in times]
+        out["cpu_seconds"] = cpu  # the process's CPU time: on a loaded machine, less moved by waiting for a core
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -312,6 +318,15 @@ def summarise(results: list[dict]) -> list[dict]:
                                          if ratios else None),
                    "first run, reported s": statistics.median(r["first_run_reported_s"] for r in mine),
                    "first run, wall s": statistics.median(r["first_run_wall_s"] for r in mine)}
+            cpu = [statistics.median(r["cpu_seconds"]) for r in mine if "cpu_seconds" in r]
+            plain_cpu = {r["round"]: statistics.median(r["cpu_seconds"]) for r in results
+                         if r["case"] == case and r["impl"] == "plain" and "cpu_seconds" in r}
+            cpu_ratios = [plain_cpu[r["round"]] / statistics.median(r["cpu_seconds"]) for r in mine
+                          if "cpu_seconds" in r and r["round"] in plain_cpu]
+            if cpu:
+                row |= {"median CPU s": statistics.median(cpu),
+                        "x plain, CPU time": (f"{statistics.median(cpu_ratios):.3g} ({min(cpu_ratios):.3g}.."
+                                              f"{max(cpu_ratios):.3g})" if cpu_ratios else None)}
             rows.append(row)
     return rows
 
@@ -364,7 +379,7 @@ def write_report(report: dict, ops: list[dict], timed: list[dict], rounds: int, 
         text += [markdown([{"case": o["case"], "impl": o["impl"], **o["ops_per_step"]} for o in ops],
                           ["case", "impl", "top_level", "kernels", "inductor_kernels"]), ""]
     text.append(markdown(rows, ["case", "impl", "median s", "min..max s", "steps/s", "x plain", "x plain per round",
-                                "first run, reported s", "first run, wall s"]))
+                                "median CPU s", "x plain, CPU time", "first run, reported s", "first run, wall s"]))
     print("\n".join(text), flush=True)
     if args.out:
         for path, content in ((Path(args.out), json.dumps(report, indent=2)),
