@@ -113,7 +113,7 @@ generation, which takes a minute per model on a small CPU)."""
 
 COMPILE_MODE: str | None = None
 """torch.compile's mode. "reduce-overhead" adds CUDA graphs, which pay where a run's shapes are static (drop_last
-loaders: one batch shape) and the step is launch-bound; bench/gpu_loop.py measures it against plain compile."""
+loaders: one batch shape) and the step is launch-bound; bench/gpu/60_loop.py measures it against plain compile."""
 
 
 def compiled(module: nn.Module) -> nn.Module:

@@ -80,6 +80,16 @@ class Step:
         print("  " + "  ".join(f"{k}={format_value(v)}" for k, v in row.items()), flush=True)
         self.tables.setdefault(table, []).append(row)
 
+    def run_api(self, main: Callable[[], None]) -> int:
+        """Runs `main`, turning a moved fastforget API (import, signature, attribute) into this step's failure
+        instead of a traceback, then `finish`es."""
+        try:
+            main()
+        except (ImportError, TypeError, AttributeError) as error:
+            self.fail(f"the fastforget API this step uses changed ({type(error).__name__}: {error}); update "
+                      f"bench/gpu/{self.name}.py")
+        return self.finish()
+
     def finish(self) -> int:
         """Writes OUT/steps/NAME.json; returns the exit status (1 when a check failed)."""
         folder = self.args.out / "steps"
@@ -105,6 +115,12 @@ def device_name(device: Any) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def recorded_device(out: Path) -> dict[str, Any]:
+    """Step 10's record of the card (its datasheet and measured bf16 peaks) when it ran into `out`, else {}."""
+    record = out / "steps" / "10_environment.json"
+    return json.loads(record.read_text())["tables"]["Device"][0] if record.is_file() else {}
 
 
 def format_value(value: Any) -> str:
