@@ -196,12 +196,43 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
 
 def bench(config: str | Path, *, out: str | Path, methods: Sequence[str] | None = None,
           forget: Sequence[str] | None = None, seeds: int | None = None, overrides: Sequence[str] = (),
-          overwrite: bool = False) -> Path:
+          overwrite: bool = False, engine: str = "local", address: str | None = None,
+          gpus_per_cell: float | None = None, max_retries: int | None = None, only: str | None = None) -> Path | None:
     """Run (or resume) the benchmark grid of a config and write its report; returns report.md's path.
 
+    `engine` "ray" runs the tasks on a Ray cluster (`address`: None starts one on this machine, "auto" or
+    HOST:PORT joins one), `gpus_per_cell` GPUs per cell task (fractions pack several cells on one GPU),
+    `max_retries` per task whose worker or node dies. A task that fails is listed in out/failures.jsonl and the
+    rest of the grid finishes; then `GridIncompleteError` is raised. `only` runs one task (see `bench_commands`).
     A folder holding results of another config is refused unless `overwrite` (which moves them aside)."""
+    from fastforget import bench as grid
+    from fastforget.engines import DEFAULT_GPUS_PER_CELL, DEFAULT_MAX_RETRIES, make_engine
+
+    check_output_dir(out)
+    chosen = make_engine(engine, address=address, max_retries=DEFAULT_MAX_RETRIES if max_retries is None else
+                         max_retries, gpus_per_cell=DEFAULT_GPUS_PER_CELL if gpus_per_cell is None else gpus_per_cell)
+    if only is not None and engine != "local":
+        raise ConfigError("--only runs one task in this process: leave --engine out")
+    return grid.run(grid.plan(config, methods=methods, forget=forget, seeds=seeds, overrides=overrides), out,
+                    overwrite=overwrite, engine=chosen, only=only)
+
+
+def bench_commands(config: str | Path, *, out: str | Path, methods: Sequence[str] | None = None,
+                   forget: Sequence[str] | None = None, seeds: int | None = None,
+                   overrides: Sequence[str] = ()) -> list[str]:
+    """The grid as one shell command per task (models, then cells, then the report), for Slurm arrays or any
+    scheduler: each runs one task with `--only`, resumes, and appends to the same results.jsonl under its lock."""
     from fastforget import bench as grid
 
     check_output_dir(out)
-    return grid.run(grid.plan(config, methods=methods, forget=forget, seeds=seeds, overrides=overrides), out,
-                    overwrite=overwrite)
+    base = ["fastforget", "bench", "--config", str(config)]
+    if methods:
+        base += ["--methods", ",".join(methods)]
+    for item in forget or []:
+        base += ["--forget", str(item)]
+    if seeds is not None:
+        base += ["--seeds", str(seeds)]
+    for text in overrides:
+        base += ["--set", text]
+    return grid.commands(grid.plan(config, methods=methods, forget=forget, seeds=seeds, overrides=overrides), out,
+                         base)

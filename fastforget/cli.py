@@ -192,14 +192,36 @@ def bench(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="if --out holds results of another config, move them to --out/superseded-HASH/ and "
         "start afresh")] = False,
+    engine: Annotated[str, typer.Option(help="where tasks run: local (this process) or ray (a Ray cluster)")]
+    = "local",
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster to join: auto or HOST:PORT (default: start one on this machine, on 127.0.0.1)")] = None,
+    gpus_per_cell: Annotated[float | None, typer.Option(
+        help="GPUs per cell task on Ray (0.25: four cells share a GPU; trainings take a whole GPU)")] = None,
+    max_retries: Annotated[int | None, typer.Option(
+        help="retries of a task whose Ray worker or node died (errors raised by a task are not retried)")] = None,
+    print_commands: Annotated[bool, typer.Option(
+        "--print-commands", help="print one command per task (models, cells, report) for Slurm or any scheduler, "
+        "and exit")] = False,
+    only: Annotated[str | None, typer.Option(help="run one task of the grid (a key from --print-commands)")] = None,
 ) -> None:
     """Run the grid (seeds x forget classes x methods x metrics); rerun the same command to resume.
 
     Example: fastforget bench --config digits --methods original,retrain,rwft-2-o --forget 3 --out runs/grid
+
+    On a Ray cluster: fastforget bench --config cifar10-resnet18 --out runs/grid --engine ray --address auto
     """
-    report = api.bench(config, out=out, methods=_split([methods]) if methods else None, forget=_split(forget),
-                       seeds=seeds, overrides=set_ or [], overwrite=overwrite)
-    _print_tables(report)
+    selection = dict(methods=_split([methods]) if methods else None, forget=_split(forget), seeds=seeds,
+                     overrides=set_ or [])
+    if print_commands:
+        typer.echo("\n".join(api.bench_commands(config, out=out, **selection)))
+        return
+    report = api.bench(config, out=out, overwrite=overwrite, engine=engine, address=address,
+                       gpus_per_cell=gpus_per_cell, max_retries=max_retries, only=only, **selection)
+    if report is not None:
+        _print_tables(report)
+    elif only:
+        typer.echo(f"{only}: done -> {out}")
 
 
 def _print_tables(report: Path) -> None:

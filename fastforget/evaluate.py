@@ -95,6 +95,7 @@ class EvalOptions:
     max_train_samples: int = 10000      # train-split metrics on a stratified subsample (0: the whole split)
     amp: bool = False                   # run models in autocast for the metrics (faster, logits less exact)
     cache_dir: str | Path = ""          # where shadow and reference models are kept
+    train_shadows: bool = True          # train missing shadow/reference models (the benchmark trains them apart)
 
 
 def evaluate(
@@ -199,9 +200,10 @@ def ulira_for_method(
     out = model_outputs(model, dataset, train_rows(dataset, options.max_train_samples))
     rows = _forget_rows(out.train_rows, dataset, forget, options.max_attack_samples, options.seed)
     images, labels = dataset.train_images[rows], dataset.train_labels[rows]
-    originals = shadow_models(cfg, dataset, kind="original", count=options.shadows, cache_dir=options.cache_dir)
+    originals = shadow_models(cfg, dataset, kind="original", count=options.shadows, cache_dir=options.cache_dir,
+                              train_missing=options.train_shadows)
     retrained_shadows = shadow_models(cfg, dataset, kind="retrained", count=options.shadows,
-                                      cache_dir=options.cache_dir, forget=forget)
+                                      cache_dir=options.cache_dir, forget=forget, train_missing=options.train_shadows)
     device = next(originals[0].parameters()).device
     unlearned = []
     for i, shadow in enumerate(originals):
@@ -227,7 +229,8 @@ def rmia_for_model(model: nn.Module | Outputs, cfg: Config, dataset: ImageDatase
                    options: EvalOptions) -> dict:
     """RMIA AUCs (D_train_f vs D_test_f, D_train_r vs D_test_r) with reference models on random halves."""
     out = model_outputs(model, dataset, train_rows(dataset, options.max_train_samples))
-    references = shadow_models(cfg, dataset, kind="half", count=options.reference_models, cache_dir=options.cache_dir)
+    references = shadow_models(cfg, dataset, kind="half", count=options.reference_models, cache_dir=options.cache_dir,
+                               train_missing=options.train_shadows)
     splits = ForgetSplits.from_labels(dataset.train_labels[out.train_rows], dataset.test_labels, list(forget))
     generator = torch.Generator().manual_seed(options.seed)
     cap = options.max_per_side

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from fastforget import distributed
 from fastforget.config import Config
 from fastforget.data.ffcv import ffcv_available, ffcv_loader, write_beton
 from fastforget.data.loaders import Augment, InMemoryLoader
@@ -47,6 +48,7 @@ def make_train_loader(dataset: ImageDataset, cfg: Config, *, indices: torch.Tens
     `augment` off gives the plain normalised images; `drop_last` defaults to `shuffle` (a training pass drops
     its ragged last batch, an ordered pass keeps every sample). `images` and `labels` are the training split
     already on `device`, to be shared by several in-memory loaders (default: the data set's own tensors).
+    Under torchrun (`fastforget train --ddp`) `batch_size` stays the global batch: each rank loads its share.
     """
     options = dict(batch_size=batch_size, shuffle=shuffle, augment=config_augment(cfg) if augment else Augment(),
                    mean=dataset.mean, std=dataset.std, device=device,
@@ -56,7 +58,9 @@ def make_train_loader(dataset: ImageDataset, cfg: Config, *, indices: torch.Tens
         raise ConfigError(f"data.loader must be 'memory' or 'ffcv', not {kind!r}")
     if kind == "ffcv":
         if ffcv_available():
-            return ffcv_loader(ffcv_train_file(dataset), **options)
+            shard = distributed.shard()  # FFCV shards by itself: each rank loads its part of the global batch
+            return ffcv_loader(ffcv_train_file(dataset), **{**options, "batch_size": batch_size // shard.world},
+                               distributed=shard.world > 1)
         warnings.warn("data.loader = 'ffcv' but FFCV is not installed here: using the in-memory loader "
                       "(scripts/setup.sh installs FFCV where apt is available)", stacklevel=2)
     return InMemoryLoader(dataset.train_images if images is None else images,
