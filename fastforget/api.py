@@ -38,14 +38,27 @@ from fastforget.unlearn import UnlearnContext, UnlearnResult, run_method
 
 def train(config: str | Path | None = None, *, exclude: Sequence[str | int] = (), seed: int | None = None,
           epochs: int | None = None, out: str | Path | None = None, overrides: Sequence[str] = (),
-          overwrite: bool = False) -> TrainedModel:
+          overwrite: bool = False, ddp: bool = False, sync_batchnorm: bool = False) -> TrainedModel:
     """Train an original model, or with `exclude` the retrained gold standard; write it to `out` if given (a
-    folder that already holds a model only with `overwrite`)."""
+    folder that already holds a model only with `overwrite`).
+
+    `ddp`: data-parallel over the processes torchrun started (`torchrun --standalone --nproc_per_node=N -m
+    fastforget train ... --ddp`), the same recipe and global batch; rank 0 writes the model."""
+    from fastforget import distributed
+
     if out is not None:
         check_model_out(out, overwrite=overwrite)
     given = [f"train.{key}={check_setting('train', key, value, f'--{key}')}"
              for key, value in (("epochs", epochs), ("seed", seed)) if value is not None]
-    return train_model(load_config(config, [*overrides, *given]), exclude=exclude, out_dir=out)
+    cfg = load_config(config, [*overrides, *given])
+    if not ddp:
+        return train_model(cfg, exclude=exclude, out_dir=out, sync_batchnorm=sync_batchnorm)
+    distributed.init(resolve_device(cfg.train.device))
+    try:
+        return train_model(cfg, exclude=exclude, out_dir=out if distributed.is_main() else None,
+                           sync_batchnorm=sync_batchnorm)
+    finally:
+        distributed.close()
 
 
 def config_for_checkpoint(meta: dict, config: str | Path | None, overrides: Sequence[str] = ()) -> Config:

@@ -59,15 +59,25 @@ def train(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model")] = False,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
+    ddp: Annotated[bool, typer.Option(
+        "--ddp", help="data-parallel over the processes of torchrun (nccl on CUDA, gloo on CPU); same recipe and "
+        "global batch, rank 0 writes the model")] = False,
+    sync_bn: Annotated[bool, typer.Option(
+        "--sync-bn", help="with --ddp on CUDA: BatchNorm statistics over the global batch")] = False,
 ) -> None:
     """Train an original model, or with --exclude the retrained gold standard.
 
     Example: fastforget train --config digits --exclude 3 --out runs/retrained-3
+
+    On 8 GPUs of one node: torchrun --standalone --nproc_per_node=8 -m fastforget train --config cifar10-resnet18
+    --out runs/original --ddp
     """
     overrides = [*(set_ or []), *(["train.compile=true"] if compile else [])]
     trained = api.train(config, exclude=_split(exclude), seed=seed, epochs=epochs, out=out, overrides=overrides,
-                        overwrite=overwrite)
+                        overwrite=overwrite, ddp=ddp, sync_batchnorm=sync_bn)
     meta = trained.meta
+    if not meta:  # a rank other than 0 of a --ddp run: rank 0 reports
+        return
     _echo_kv(f"trained {meta['arch']} on {meta['dataset']} -> {out}", {
         "excluded": ", ".join(meta["excluded_names"]) or "-",
         "test accuracy %": meta["test_accuracy"],

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")  # read when ray is imported
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (scripts/setup.sh installs it)")
 psutil = pytest.importorskip("psutil")
 
@@ -43,8 +44,8 @@ def cluster(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     sessions = tempfile.mkdtemp(prefix="ffray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     patch = pytest.MonkeyPatch()
-    for key, value in {"HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-                       "FASTFORGET_CACHE": str(tmp_path_factory.mktemp("cache")), "FASTFORGET_PROGRESS": "0"}.items():
+    for key, value in {"HOME": str(home), "FASTFORGET_CACHE": str(tmp_path_factory.mktemp("cache")),
+                       "FASTFORGET_PROGRESS": "0"}.items():
         patch.setenv(key, value)
     ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, _temp_dir=sessions,
              configure_logging=False, log_to_driver=False)

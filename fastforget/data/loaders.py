@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fastforget import distributed
 from fastforget.distributed import Shard
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -118,7 +117,7 @@ class InMemoryLoader:
     samples in `images` (not in `indices`), so methods can look up per-sample targets. `indices` restricts the
     loader to a subset. Each pass over the loader is one epoch: with `shuffle`, the order and the augmentation
     are drawn from `seed + epoch`, so runs repeat exactly. `len()` is the number of batches. Under data-parallel
-    training (`shard`, default: the torchrun group's) every rank draws the same order and takes rows
+    training (`shard`: this rank of the torchrun group) every rank draws the same order and takes rows
     rank::world of each global batch of `batch_size`, which the world size must divide.
     Images already on `device` are used in place (no copy), so several loaders over one data set share it;
     images stored channels-last make the per-batch selection a plain copy.
@@ -128,14 +127,14 @@ class InMemoryLoader:
                  augment: Augment = Augment(), mean: Sequence[float], std: Sequence[float],
                  device: str | torch.device = "cpu", drop_last: bool = False, seed: int = 0,
                  indices: torch.Tensor | Sequence[int] | None = None, dtype: torch.dtype = torch.float32,
-                 shard: Shard | None = None) -> None:
+                 shard: Shard = Shard()) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
         if len(labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.shard = distributed.shard() if shard is None else shard
+        self.shard = shard
         if batch_size % self.shard.world:
             raise ValueError(f"the global batch of {batch_size} does not split evenly over {self.shard.world} ranks: "
                              "choose a batch size divisible by the number of processes")

@@ -23,7 +23,10 @@ from fastforget.errors import ConfigError, FastForgetError
 LOOPBACK = "127.0.0.1"
 
 
-def import_ray():
+def import_ray(local: bool):
+    """Ray, imported on first use; for a local cluster the loopback settings come first (Ray reads them at import)."""
+    if local:
+        sandboxed_environment()
     try:
         import ray
     except ImportError:
@@ -34,7 +37,8 @@ def import_ray():
 
 def sandboxed_environment() -> None:
     """What a local cluster needs to stay on this machine: no usage statistics, every socket on 127.0.0.1 (Ray
-    2.60 binds the external interface unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is set as well)."""
+    2.60 binds the external interface unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is set as well, before Ray is
+    imported)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
@@ -72,7 +76,7 @@ class RayEngine:
 
     def __init__(self, *, address: str | None = None, gpus_per_cell: float = DEFAULT_GPUS_PER_CELL,
                  max_retries: int = DEFAULT_MAX_RETRIES) -> None:
-        self.ray = import_ray()
+        self.ray = import_ray(local=address in (None, "local"))
         self.address, self.gpus_per_cell, self.max_retries = address, gpus_per_cell, max_retries
 
     def _connect(self) -> bool:
@@ -80,7 +84,6 @@ class RayEngine:
         ray = self.ray
         if ray.is_initialized():
             return False
-        sandboxed_environment()
         options = dict(configure_logging=False, log_to_driver=True)
         if self.address in (None, "local"):
             ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, **options)
