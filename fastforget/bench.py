@@ -660,10 +660,30 @@ def _reassignment_figures(out: Path, records: list[dict], classes: list[str], se
     return paths
 
 
+def _plan_order(records: list[dict], methods: Sequence[str]) -> list[dict]:
+    """Cells in the grid's order (methods as configured, then seed and forget set), whatever order they finished
+    in, so that tables (row order, and means summed in one order) do not depend on the engine."""
+    rank = {m: i for i, m in enumerate(methods)}
+    return sorted(records, key=lambda r: (rank.get(r["method"], len(rank)), r["method"], r["seed"], r["forget"]))
+
+
+def cells_sharing_a_device(records: list[dict]) -> int:
+    """How many cells ran while another cell ran on the same device (the same node and visible GPUs; on a CPU the
+    node's cores): their wall times include the sharing (two cells on two cores doubled per-cell time here)."""
+    spans: dict[tuple, list[tuple[float, float]]] = {}
+    for record in records:
+        where = record.get("execution") or {}
+        if "started" in where:
+            key = (where.get("node"), where.get("cuda_visible_devices"))
+            spans.setdefault(key, []).append((where["started"], where["finished"]))
+    return sum(any(start < other_end and other_start < end for j, (other_start, other_end) in enumerate(group)
+                   if j != i) for group in spans.values() for i, (start, end) in enumerate(group))
+
+
 def write_report(out: str | Path, classes: list[str], settings: dict) -> Path:
     """Tables (.md, .csv), figures (.png) and report.md, from results.jsonl alone."""
     out = Path(out)
-    records = read_results(out / "results.jsonl")
+    records = _plan_order(read_results(out / "results.jsonl"), settings.get("methods", []))
     if not records:
         raise ConfigError(f"{out / 'results.jsonl'} holds no finished cell yet: run the benchmark first")
     summary = summarise(records)
@@ -673,6 +693,13 @@ def write_report(out: str | Path, classes: list[str], settings: dict) -> Path:
                and math.isfinite(retrain_time)}
     tables = {name: write_table(out, name, summary, keys, speedup if name == "runtime" else None)
               for name, keys in TABLES.items()}
+    shared = cells_sharing_a_device(records)
+    if shared and tables["runtime"] is not None:
+        warning = (f"\n**Warning:** {shared} of {len(records)} cells ran while another cell ran on the same device "
+                   "(node and GPUs, or the node's CPU cores): their seconds include the sharing and are not the "
+                   "method's cost alone; compare methods timed alone (`--engine local`, or one cell per GPU).\n")
+        text = tables["runtime"].read_text() + warning
+        atomic_write(tables["runtime"], lambda tmp: tmp.write_text(text))
     figures = [p for p in [_runtime_figure(out, summary), *_reassignment_figures(out, records, classes, settings)]
                if p is not None]
     cells = len(records)
