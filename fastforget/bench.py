@@ -95,6 +95,9 @@ def plan(config: str | Path, *, methods: Sequence[str] | None = None, forget: Se
     for key, default in BENCH_DEFAULTS.items():
         if key != "forget":
             settings[key] = check_value(f"bench.{key}", settings[key], default, BENCH_RULES.get(key), cfg.source)
+    if settings["shadows"] == 1:
+        raise ConfigError(f"bench.shadows = 1 (from {cfg.source}): U-LIRA leaves one shadow pair out at a time, so it "
+                          "needs at least 2 (3 in the paper); set bench.shadows=2 or more, or 0 to skip U-LIRA")
     if settings["forget"] != "all" and not isinstance(settings["forget"], list):
         raise ConfigError(f"bench.forget must be \"all\" or a list of classes (like [\"3\"], or [[\"3\", \"8\"]] for "
                           f"a multi-class cell), not {settings['forget']!r} (from {cfg.source})")

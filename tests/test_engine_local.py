@@ -11,9 +11,11 @@ import pytest
 import fastforget.bench as bench_module
 from fastforget import api, cli
 from fastforget.bench import read_results
+from fastforget.data import data_fingerprint
 from fastforget.errors import CheckpointError, ConfigError, GridIncompleteError
 
-QUICK = ["train.epochs=3", "model.width=8", "bench.retrained_seeds=2", "bench.shadows=1", "bench.reference_models=2"]
+QUICK = ["train.epochs=3", "model.width=8", "bench.retrained_seeds=1", "bench.shadows=0", "bench.reference_models=0"]
+ATTACKS = ["bench.retrained_seeds=2", "bench.shadows=2", "bench.reference_models=2"]
 METHODS = ["original", "retrain", "rw-mask"]
 
 
@@ -31,16 +33,17 @@ def _cli(*args: str) -> tuple[int, str, str]:
 
 def test_the_graph_trains_each_model_once_and_cells_only_load(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTFORGET_CACHE", str(tmp_path / "cache"))
-    bench = bench_module.plan("digits", methods=["original", "rw-mask", "ft"], forget=["3", "5"], overrides=QUICK)
-    ctx = bench_module.GridContext(cfg=bench.cfg, settings=bench.settings, out=tmp_path, fingerprint={},
-                                   cache_dir=tmp_path / "cache")
+    bench = bench_module.plan("digits", methods=["original", "rw-mask", "ft"], forget=["3", "5"],
+                              overrides=[*QUICK, *ATTACKS])
+    ctx = bench_module.GridContext(cfg=bench.cfg, settings=bench.settings, out=tmp_path,
+                                   fingerprint=data_fingerprint(bench.dataset), cache_dir=tmp_path / "cache")
     tasks = bench_module.build_graph(bench, ctx, bench_module._all_cells(bench))
     keys = [t.key for t in tasks]
     assert len(keys) == len(set(keys))
     trainings = [t for t in tasks if not t.cell]
-    # 1 original, 2 retrained per forget set, 1 U-LIRA shadow original (shared), 1 shadow retrained per forget
+    # 1 original, 2 retrained per forget set, 2 U-LIRA shadow originals (shared), 2 shadow retrained per forget
     # set, 2 RMIA references
-    assert len(trainings) == 1 + 2 * 2 + 1 + 2 + 2
+    assert len(trainings) == 1 + 2 * 2 + 2 + 2 * 2 + 2
     cells = {t.key: t for t in tasks if t.cell}
     assert set(cells) == {f"cell:{m}|{f}|s0" for m in ["original", "rw-mask", "ft"] for f in "35"}
     assert all(set(t.needs) <= {x.key for x in trainings} for t in cells.values())
@@ -53,8 +56,7 @@ def test_the_graph_trains_each_model_once_and_cells_only_load(tmp_path, monkeypa
 
 def test_a_failing_cell_is_listed_and_the_rest_finishes(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTFORGET_CACHE", str(tmp_path / "cache"))
-    overrides = [*QUICK, "bench.shadows=0", "bench.reference_models=0", "bench.variants.boom.method=ft",
-                 "bench.variants.boom.lr=1e30"]
+    overrides = [*QUICK, "bench.variants.boom.method=ft", "bench.variants.boom.lr=1e30"]
     with pytest.raises(GridIncompleteError, match="boom.*failures.jsonl"):
         api.bench("digits", out=tmp_path / "grid", methods=["original", "boom", "rw-mask"], forget=["3"],
                   overrides=overrides)
@@ -91,6 +93,12 @@ def test_print_commands_run_one_by_one_give_the_whole_grid(tmp_path, monkeypatch
     assert code == 0 and "table2_accuracy_mia" in shown
     with pytest.raises(ConfigError, match="not a task"):
         api.bench("digits", out=out, methods=METHODS, forget=["3"], overrides=QUICK, only="cell:nope")
+
+
+def test_one_shadow_pair_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="shadows"):
+        api.bench("digits", out=tmp_path, methods=["ft"], forget=["3"], overrides=[*QUICK, "bench.shadows=1"])
+    assert not any(tmp_path.iterdir())
 
 
 def test_cells_that_shared_a_device_are_counted():
