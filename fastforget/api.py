@@ -238,6 +238,8 @@ def bench_commands(config: str | Path, *, out: str | Path, methods: Sequence[str
     from fastforget import bench as grid
 
     check_output_dir(out)
+    out = Path(out).resolve()  # a scheduler's job may start in another folder
+    config = Path(config).resolve() if Path(config).is_file() else config
     base = ["fastforget", "bench", "--config", str(config)]
     if methods:
         base += ["--methods", ",".join(methods)]

@@ -4,6 +4,7 @@ and the rest finishes, and `--print-commands` gives one resumable command per ta
 import io
 import json
 import shlex
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
@@ -109,3 +110,25 @@ def test_cells_that_shared_a_device_are_counted():
                cell("b", None, 0, 10), cell("b", None, 10, 20), {"cell": "from before execution was recorded"}]
     assert bench_module.cells_sharing_a_device(records) == 2
     assert bench_module.cells_sharing_a_device(records[2:]) == 0
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"name": "dask"}, "--engine must be one of local, ray"),
+    ({"name": "ray", "gpus_per_cell": 1.5}, "--gpus-per-cell must be a fraction"),
+    ({"name": "ray", "gpus_per_cell": 0}, "--gpus-per-cell must be a fraction"),
+    ({"name": "ray", "max_retries": -1}, "--max-retries must be >= 0"),
+    ({"name": "local", "address": "auto"}, "--address is for --engine ray"),
+])
+def test_engine_options_are_checked(options, message):
+    from fastforget.engines import make_engine
+
+    with pytest.raises(ConfigError, match=message):
+        make_engine(**options)
+
+
+def test_ray_engine_without_ray_names_the_extra(monkeypatch):
+    from fastforget.engines import make_engine
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    with pytest.raises(ConfigError, match=r"pip install 'fastforget\[ray\]'"):
+        make_engine("ray")
