@@ -6,6 +6,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from fastforget import metrics
 from fastforget.checkpoint import (
     check_data,
@@ -19,18 +22,11 @@ from fastforget.config import Config, check_setting, load_config
 from fastforget.data import ImageDataset, data_fingerprint, load_dataset, resolve_classes
 from fastforget.data.sources import cache_dir
 from fastforget.errors import ConfigError
-from fastforget.evaluate import (
-    BASIC_METRICS,
-    EvalOptions,
-    model_outputs,
-    rmia_for_model,
-    train_rows,
-    ulira_for_method,
-    write_plots,
-)
+from fastforget.evaluate import AttackSetup, Replay, forget_rows, model_outputs, train_rows, write_plots
 from fastforget.evaluate import evaluate as compute_metrics
 from fastforget.inference import predict_logits
 from fastforget.io import check_output_dir, check_output_file, write_json
+from fastforget.metrics.registry import EvalOptions
 from fastforget.runtime import environment, resolve_device
 from fastforget.train import TrainedModel, train_model
 from fastforget.unlearn import UnlearnContext, UnlearnResult, run_method
@@ -121,6 +117,27 @@ def unlearn(method: str, checkpoint: str | Path, forget: Sequence[str | int] = (
     return result, new_meta
 
 
+def method_replay(method: str, hyperparameters: Mapping[str, Any], cfg: Config, dataset: ImageDataset,
+                  forget: Sequence[int], device: torch.device) -> Replay:
+    """U-LIRA's replay: unlearn a shadow original with `method` and these hyperparameters. "original" replays
+    nothing (the shadow stays as trained) and "retrain" retrains, the two ends a method is placed between."""
+    if method == "original":
+        return lambda model, seed: model
+
+    def replay(model: nn.Module, seed: int) -> nn.Module:
+        meta = {"label_smoothing": cfg.train.label_smoothing, "seed": seed}
+        ctx = UnlearnContext(original=model, meta=meta, dataset=dataset, forget=list(forget), cfg=cfg, device=device,
+                             seed=seed)
+        return run_method(method, ctx, dict(hyperparameters)).model
+
+    return replay
+
+
+def model_role(meta: dict) -> str:
+    """What a checkpoint is: its unlearning method, else "retrain" (trained without classes) or "original"."""
+    return meta.get("method") or ("retrain" if meta.get("excluded") else "original")
+
+
 def _load_related(path: str | Path, meta: dict, role: str, dataset: ImageDataset):
     model, other = load_checkpoint(path)
     if other["dataset"] != meta["dataset"] or other["classes"] != meta["classes"]:
@@ -128,6 +145,19 @@ def _load_related(path: str | Path, meta: dict, role: str, dataset: ImageDataset
                           "like the model under evaluation")
     check_data(other, dataset, path)
     return model, other
+
+
+def _same_seed_first(retrained: list[tuple[Path, nn.Module, dict]], seed: int | None, classes: list[str],
+                     forget: list[int]) -> list[tuple[Path, nn.Module, dict]]:
+    """The retrained models with the one of the evaluated model's seed first: UTV is measured against it."""
+    same = [r for r in retrained if r[2].get("seed") == seed]
+    if not same:
+        names = " ".join(classes[i] for i in forget)
+        raise ConfigError(f"none of the retrained models has the evaluated model's seed {seed} (they have "
+                          f"{[r[2].get('seed') for r in retrained]}): UTV compares with the retrained model of the "
+                          f"same seed; train it with `fastforget train --exclude {names} --seed {seed}` and give it "
+                          "with the others (they then give the UTV floor)")
+    return same[:1] + [r for r in retrained if r is not same[0]]
 
 
 def _distinct_models(paths: Sequence[str | Path], flag: str) -> None:
@@ -148,7 +178,11 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
              json_path: str | Path | None = None, plots_dir: str | Path | None = None,
              options: dict[str, Any] | None = None, config: str | Path | None = None,
              overwrite: bool = False) -> dict:
-    """Evaluate one checkpoint; metrics needing a model that was not given are skipped with the reason."""
+    """Evaluate one checkpoint; metrics needing a model that was not given are skipped with the reason.
+
+    `options` holds evaluation options and metric settings in one mapping (`seed`, `train_samples`, `amp`,
+    `shadows`, `reference_models`, `mia_feature`, ...; see `fastforget.metrics.registry`).
+    """
     if json_path:
         check_output_file(json_path, "--json", overwrite=overwrite)
     if plots_dir:
@@ -158,43 +192,47 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
     cfg = config_for_checkpoint(meta, config)
     dataset = load_dataset(meta["dataset"], cfg.data.get("root") or None)
     check_data(meta, dataset, checkpoint)
-    forget_ids = resolve_classes(list(forget) or meta.get("forget", []), dataset.classes)
+    role = model_role(meta)
+    # An unlearned model records what it forgot, a retrained one what it never saw; an original needs --forget.
+    forget_ids = resolve_classes(list(forget) or meta.get("forget") or meta.get("excluded", []), dataset.classes)
     if not forget_ids:
         raise ConfigError(f"{checkpoint} records no forget classes (an original model?): name them with --forget")
-    opts = EvalOptions(metrics=tuple(metrics or BASIC_METRICS), seed=meta.get("seed", 0), **(options or {}))
+    opts = EvalOptions.from_dict({**(options or {}), **({"metrics": tuple(metrics)} if metrics else {})})
     if nearest is not None:
-        opts.nearest = resolve_classes([nearest], dataset.classes)[0]
-        if opts.nearest in forget_ids:
+        opts.settings["nearest"] = resolve_classes([nearest], dataset.classes)[0]
+        if opts.settings["nearest"] in forget_ids:
             raise ConfigError(f"--nearest {nearest} is a forget class: MIA-NN's nearest class must be a retained "
                               "class (leave --nearest out to take it from the retrained model)")
     if not opts.cache_dir:
         opts.cache_dir = cache_dir()
-    rows = train_rows(dataset, opts.max_train_samples)
-    outputs = model_outputs(model, dataset, rows, amp=opts.amp)
-    orig = model_outputs(_load_related(original, meta, "original", dataset)[0], dataset, rows, amp=opts.amp) \
-        if original else None
-    retr = []
+    loaded = []
     for path in retrained:
         r_model, r_meta = _load_related(path, meta, "retrained", dataset)
         if sorted(r_meta.get("excluded", [])) != sorted(forget_ids):
             raise ConfigError(f"retrained model {path} excluded classes {r_meta.get('excluded_names')} but this "
                               f"evaluation forgets {[dataset.classes[i] for i in forget_ids]}: retrain without "
                               "exactly the forget classes (fastforget train --exclude ...)")
-        retr.append(model_outputs(r_model, dataset, rows, amp=opts.amp))
-    results, skipped = compute_metrics(outputs, dataset, forget_ids, original=orig, retrained=retr, options=opts)
-    if "ulira" in opts.metrics:
-        if not meta.get("method"):
-            skipped["ulira"] = "the checkpoint records no unlearning method to replay on shadow models"
-        else:
-            results |= ulira_for_method(outputs, meta["method"], meta.get("hyperparameters", {}), cfg, dataset,
-                                        forget_ids, retrained=retr[0] if retr else None, options=opts)
-    if "rmia" in opts.metrics:
-        results |= rmia_for_model(outputs, cfg, dataset, forget_ids, options=opts)
+        loaded.append((Path(path), r_model, r_meta))
+    if loaded and role != "retrain" and "utv" in opts.metric_names():
+        loaded = _same_seed_first(loaded, meta.get("seed"), dataset.classes, forget_ids)
+    original_model = _load_related(original, meta, "original", dataset)[0] if original else None
+    evaluated = train_rows(dataset, opts.train_samples, opts.seed)
+    outputs = model_outputs(model, dataset, evaluated, amp=opts.amp)
+    rows = forget_rows(dataset, evaluated, forget_ids)  # all that the yardstick models need
+    orig = model_outputs(original_model, dataset, rows, amp=opts.amp) if original_model is not None else None
+    retr = [model_outputs(r_model, dataset, rows, amp=opts.amp) for _, r_model, _ in loaded]
+    device = resolve_device(cfg.train.device)
+    hyperparameters = meta.get("hyperparameters", {})
+    attack = AttackSetup(cfg, opts.cache_dir,
+                         method_replay(role, hyperparameters, cfg, dataset, forget_ids, device))
+    results, skipped = compute_metrics(outputs, dataset, forget_ids, original=orig, retrained=retr, options=opts,
+                                       method=role, hyperparameters=hyperparameters, attack=attack, device=device)
     report = {
-        "checkpoint": str(checkpoint), "method": meta.get("method", "original"), "dataset": dataset.name,
+        "checkpoint": str(checkpoint), "method": role, "dataset": dataset.name,
         "classes": dataset.classes, "forget": forget_ids, "forget_names": [dataset.classes[i] for i in forget_ids],
         **results, "skipped": skipped,
-        "original": str(original) if original else None, "retrained": [str(r) for r in retrained],
+        "original": str(original) if original else None, "retrained": [str(path) for path, _, _ in loaded],
+        "retrained_seeds": [r_meta.get("seed") for _, _, r_meta in loaded],
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()},
         "seed": meta.get("seed"), "config": cfg.raw, "data_fingerprint": data_fingerprint(dataset),
         "versions": environment(),
