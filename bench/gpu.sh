@@ -4,10 +4,11 @@
 # bench/gpu/report.py merges them into $OUT/gpu_results.json and $OUT/gpu_results.md. Add a step by adding a file
 # (see bench/gpu/common.py).
 #
-# All steps take about nine minutes (one device call may last 10; a task gets 15 minutes of device time in all,
-# start-up included). To leave room for a rerun, run them in two calls on the warm machine:
+# All steps take about eleven and a half minutes (one device call may last 10; a task gets 15 minutes of device
+# time in all, start-up included). Run them in calls on the warm machine, most important first:
 #   GPU_STEPS=10,20,30,40,50 bash bench/gpu.sh      (kernels and the public API, about six minutes)
 #   GPU_STEPS=10,60 bash bench/gpu.sh               (the training loop, about four and a half)
+#   GPU_STEPS=10,70 bash bench/gpu.sh               (cells packed per GPU, about two and a half, if time is left)
 # A run with GPU_STEPS keeps the other steps' records in OUT (a run of all steps clears them): the second call's
 # report holds both.
 #

@@ -34,14 +34,27 @@ from fastforget.unlearn import UnlearnContext, UnlearnResult, run_method
 
 def train(config: str | Path | None = None, *, exclude: Sequence[str | int] = (), seed: int | None = None,
           epochs: int | None = None, out: str | Path | None = None, overrides: Sequence[str] = (),
-          overwrite: bool = False) -> TrainedModel:
+          overwrite: bool = False, ddp: bool = False, sync_batchnorm: bool = False) -> TrainedModel:
     """Train an original model, or with `exclude` the retrained gold standard; write it to `out` if given (a
-    folder that already holds a model only with `overwrite`)."""
+    folder that already holds a model only with `overwrite`).
+
+    `ddp`: data-parallel over the processes torchrun started (`torchrun --standalone --nproc_per_node=N -m
+    fastforget train ... --ddp`), the same recipe and global batch; rank 0 writes the model."""
+    from fastforget import distributed
+
     if out is not None:
         check_model_out(out, overwrite=overwrite)
     given = [f"train.{key}={check_setting('train', key, value, f'--{key}')}"
              for key, value in (("epochs", epochs), ("seed", seed)) if value is not None]
-    return train_model(load_config(config, [*overrides, *given]), exclude=exclude, out_dir=out)
+    cfg = load_config(config, [*overrides, *given])
+    if not ddp:
+        return train_model(cfg, exclude=exclude, out_dir=out, sync_batchnorm=sync_batchnorm)
+    distributed.init(resolve_device(cfg.train.device))
+    try:
+        return train_model(cfg, exclude=exclude, out_dir=out if distributed.is_main() else None,
+                           sync_batchnorm=sync_batchnorm)
+    finally:
+        distributed.close()
 
 
 def config_for_checkpoint(meta: dict, config: str | Path | None, overrides: Sequence[str] = ()) -> Config:
@@ -234,12 +247,45 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
 
 def bench(config: str | Path, *, out: str | Path, methods: Sequence[str] | None = None,
           forget: Sequence[str] | None = None, seeds: int | None = None, overrides: Sequence[str] = (),
-          overwrite: bool = False) -> Path:
+          overwrite: bool = False, engine: str = "local", address: str | None = None,
+          gpus_per_cell: float | None = None, max_retries: int | None = None, only: str | None = None) -> Path | None:
     """Run (or resume) the benchmark grid of a config and write its report; returns report.md's path.
 
+    `engine` "ray" runs the tasks on a Ray cluster (`address`: None starts one on this machine, "auto" or
+    HOST:PORT joins one), `gpus_per_cell` GPUs per cell task (fractions pack several cells on one GPU),
+    `max_retries` per task whose worker or node dies. A task that fails is listed in out/failures.jsonl and the
+    rest of the grid finishes; then `GridIncompleteError` is raised. `only` runs one task (see `bench_commands`).
     A folder holding results of another config is refused unless `overwrite` (which moves them aside)."""
+    from fastforget import bench as grid
+    from fastforget.engines import DEFAULT_GPUS_PER_CELL, DEFAULT_MAX_RETRIES, make_engine
+
+    check_output_dir(out)
+    chosen = make_engine(engine, address=address, max_retries=DEFAULT_MAX_RETRIES if max_retries is None else
+                         max_retries, gpus_per_cell=DEFAULT_GPUS_PER_CELL if gpus_per_cell is None else gpus_per_cell)
+    if only is not None and engine != "local":
+        raise ConfigError("--only runs one task in this process: leave --engine out")
+    return grid.run(grid.plan(config, methods=methods, forget=forget, seeds=seeds, overrides=overrides), out,
+                    overwrite=overwrite, engine=chosen, only=only)
+
+
+def bench_commands(config: str | Path, *, out: str | Path, methods: Sequence[str] | None = None,
+                   forget: Sequence[str] | None = None, seeds: int | None = None,
+                   overrides: Sequence[str] = ()) -> list[str]:
+    """The grid as one shell command per task (models, then cells, then the report), for Slurm arrays or any
+    scheduler: each runs one task with `--only`, resumes, and appends to the same results.jsonl under its lock."""
     from fastforget import bench as grid
 
     check_output_dir(out)
-    return grid.run(grid.plan(config, methods=methods, forget=forget, seeds=seeds, overrides=overrides), out,
-                    overwrite=overwrite)
+    out = Path(out).resolve()  # a scheduler's job may start in another folder
+    config = Path(config).resolve() if Path(config).is_file() else config
+    base = ["fastforget", "bench", "--config", str(config)]
+    if methods:
+        base += ["--methods", ",".join(methods)]
+    for item in forget or []:
+        base += ["--forget", str(item)]
+    if seeds is not None:
+        base += ["--seeds", str(seeds)]
+    for text in overrides:
+        base += ["--set", text]
+    return grid.commands(grid.plan(config, methods=methods, forget=forget, seeds=seeds, overrides=overrides), out,
+                         base)

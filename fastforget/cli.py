@@ -61,15 +61,25 @@ def train(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model")] = False,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
+    ddp: Annotated[bool, typer.Option(
+        "--ddp", help="data-parallel over the processes of torchrun (nccl on CUDA, gloo on CPU); same recipe and "
+        "global batch, rank 0 writes the model")] = False,
+    sync_bn: Annotated[bool, typer.Option(
+        "--sync-bn", help="with --ddp on CUDA: BatchNorm statistics over the global batch")] = False,
 ) -> None:
     """Train an original model, or with --exclude the retrained gold standard.
 
     Example: fastforget train --config digits --exclude 3 --out runs/retrained-3
+
+    On 8 GPUs of one node: torchrun --standalone --nproc_per_node=8 -m fastforget train --config cifar10-resnet18
+    --out runs/original --ddp
     """
     overrides = [*(set_ or []), *(["train.compile=true"] if compile else [])]
     trained = api.train(config, exclude=_split(exclude), seed=seed, epochs=epochs, out=out, overrides=overrides,
-                        overwrite=overwrite)
+                        overwrite=overwrite, ddp=ddp, sync_batchnorm=sync_bn)
     meta = trained.meta
+    if not meta:  # a rank other than 0 of a --ddp run: rank 0 reports
+        return
     _echo_kv(f"trained {meta['arch']} on {meta['dataset']} -> {out}", {
         "excluded": ", ".join(meta["excluded_names"]) or "-",
         "test accuracy %": meta["test_accuracy"],
@@ -220,15 +230,37 @@ def bench(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="if --out holds results of another config, move them to --out/superseded-HASH/ and "
         "start afresh")] = False,
+    engine: Annotated[str, typer.Option(help="where tasks run: local (this process) or ray (a Ray cluster)")]
+    = "local",
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster to join: auto or HOST:PORT (default: start one on this machine, on 127.0.0.1)")] = None,
+    gpus_per_cell: Annotated[float | None, typer.Option(
+        help="GPUs per cell task on Ray (0.25: four cells share a GPU; trainings take a whole GPU)")] = None,
+    max_retries: Annotated[int | None, typer.Option(
+        help="retries of a task whose Ray worker or node died (errors raised by a task are not retried)")] = None,
+    print_commands: Annotated[bool, typer.Option(
+        "--print-commands", help="print one command per task (models, cells, report) for Slurm or any scheduler, "
+        "and exit")] = False,
+    only: Annotated[str | None, typer.Option(help="run one task of the grid (a key from --print-commands)")] = None,
 ) -> None:
     """Run the grid (seeds x forget classes x methods x metrics); rerun the same command to resume.
 
     Example: fastforget bench --config digits --metrics accuracy,mia,mia_nn,utv,ulira,rmia --out runs/digits
+
+    On a Ray cluster: fastforget bench --config cifar10-resnet18 --out runs/grid --engine ray --address auto
     """
     overrides = [*(set_ or []), *([_list_override("bench.metrics", _split([metrics]))] if metrics else [])]
-    report = api.bench(config, out=out, methods=_split([methods]) if methods else None, forget=_split(forget),
-                       seeds=seeds, overrides=overrides, overwrite=overwrite)
-    _print_tables(report)
+    selection = dict(methods=_split([methods]) if methods else None, forget=_split(forget), seeds=seeds,
+                     overrides=overrides)
+    if print_commands:
+        typer.echo("\n".join(api.bench_commands(config, out=out, **selection)))
+        return
+    report = api.bench(config, out=out, overwrite=overwrite, engine=engine, address=address,
+                       gpus_per_cell=gpus_per_cell, max_retries=max_retries, only=only, **selection)
+    if report is not None:
+        _print_tables(report)
+    elif only:
+        typer.echo(f"{only}: done -> {out}")
 
 
 def _list_override(key: str, values) -> str:

@@ -47,3 +47,7 @@ class ResultsLockedError(OutputError):
 
 class TrainingDivergedError(FastForgetError):
     """The loss became NaN or infinite."""
+
+
+class GridIncompleteError(FastForgetError):
+    """Some tasks of a benchmark grid failed; the others finished and are kept (failures.jsonl says which)."""

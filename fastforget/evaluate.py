@@ -85,15 +85,16 @@ class AttackSetup:
     replay: Replay | None = None
     _models: dict = field(default_factory=dict, repr=False)
     _outputs: dict = field(default_factory=dict, repr=False)
+    train_missing: bool = True  # off in the benchmark's cells: tasks of their own train these models
 
     def for_method(self, replay: Replay | None) -> AttackSetup:
-        return AttackSetup(self.cfg, self.cache_dir, replay, self._models, self._outputs)
+        return AttackSetup(self.cfg, self.cache_dir, replay, self._models, self._outputs, self.train_missing)
 
     def models(self, dataset: ImageDataset, kind: str, count: int, forget: Sequence[int] = ()) -> list[nn.Module]:
         key = (kind, count, tuple(sorted(forget)) if kind == "retrained" else ())
         if key not in self._models:
             self._models[key] = shadow_models(self.cfg, dataset, kind=kind, count=count, cache_dir=self.cache_dir,
-                                              forget=forget)
+                                              forget=forget, train_missing=self.train_missing)
         return self._models[key]
 
     def logits(self, key: tuple, models: Sequence[nn.Module], images: torch.Tensor,

@@ -278,6 +278,8 @@ def test_every_flag_a_message_names_exists():
                 for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*", node.value):
                     named.setdefault(flag, str(path.relative_to(package)))
     named.pop("--short", None)  # git rev-parse's own flag (runtime.py), not a hint
+    for flag in ("--standalone", "--nproc"):  # torchrun's own flags, in the hint of `train --ddp`
+        named.pop(flag, None)
     unknown = {flag: where for flag, where in named.items() if flag not in _cli_flags()}
     assert not unknown, unknown
     assert {"--out", "--overwrite", "--hp", "--set", "--debug"} <= set(named)

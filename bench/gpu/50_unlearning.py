@@ -11,7 +11,7 @@ The trained epoch is the original the unlearning starts from (its accuracy is ir
 """
 # budget: 90
 
-from common import Step, recorded_device
+from common import Step, recorded_device, synthetic_cifar
 
 step = Step(__doc__)
 
@@ -20,19 +20,8 @@ import sys  # noqa: E402
 
 import torch  # noqa: E402
 
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FORGET = "automobile"
 TABLE = "CIFAR-10 ResNet-18 (width 64): training and RWFT-2-O unlearning"
-
-
-def synthetic_cifar(train: int, test: int):
-    from fastforget.data import ImageDataset
-
-    gen = torch.Generator().manual_seed(0)
-    images = lambda n: torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)  # noqa: E731
-    labels = lambda n: torch.arange(n) % len(CLASSES)  # noqa: E731
-    return ImageDataset("cifar10", images(train), labels(train), images(test), labels(test), list(CLASSES),
-                        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 
 def load_data():

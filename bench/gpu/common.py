@@ -154,3 +154,20 @@ def copy_floor_ms(nbytes: int, device: Any, cuda: bool) -> float:
     src = torch.empty(max(nbytes // 2, 1), dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     return median_ms(lambda: dst.copy_(src), cuda)
+
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def synthetic_cifar(train: int, test: int):
+    """CIFAR-shaped uint8 images with balanced labels (the data set does not travel to the GPU machine; the
+    timings do not depend on pixel values)."""
+    import torch
+
+    from fastforget.data import ImageDataset
+
+    gen = torch.Generator().manual_seed(0)
+    images = lambda n: torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)  # noqa: E731
+    labels = lambda n: torch.arange(n) % len(CIFAR_CLASSES)  # noqa: E731
+    return ImageDataset("cifar10", images(train), labels(train), images(test), labels(test), list(CIFAR_CLASSES),
+                        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
