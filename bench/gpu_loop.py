@@ -298,7 +298,7 @@ def fast_recipe_accuracy(setting: Setting, data, real: bool, deadline: float, im
 
 
 def q_star_error(setting: Setting, data) -> dict:
-    import kernels
+    import fastforget_kernels as kernels
     from fastforget.data import InMemoryLoader
     from fastforget.unlearn.reweight import Teacher
 

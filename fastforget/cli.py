@@ -32,10 +32,20 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a conf
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace what --out already holds")]
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from fastforget import __version__
+
+        typer.echo(f"fastforget {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(debug: Annotated[bool, typer.Option(
         "--debug", help="show the traceback of an error (also FASTFORGET_DEBUG=1); accepted after any command")]
-        = False) -> None:
+        = False,
+        version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                              help="print the version and exit")] = False) -> None:
     """Options of every command (`main` reads --debug itself, wherever it is on the line)."""
 
 

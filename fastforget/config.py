@@ -23,7 +23,8 @@ import tomllib
 
 from fastforget.errors import ConfigError, ConfigValueError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The repository's configs/, through the symlink fastforget/configs that also ships them in the wheel.
+CONFIG_DIR = (Path(__file__).resolve().parent / "configs").resolve()
 
 SCHEDULES = ("constant", "step", "onecycle", "linear")
 

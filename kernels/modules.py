@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kernels.dispatch import reweighted_cross_entropy_with_mask, tv_distance
-from kernels.validation import (
+from .dispatch import reweighted_cross_entropy_with_mask, tv_distance
+from .validation import (
     REASSIGN_MODES,
     REDUCTIONS,
     Forget,

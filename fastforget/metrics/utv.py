@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from fastforget.kernels import reweighted_target, tv_distance
 from fastforget.metrics._common import (
     ArrayLike,
     MetricResult,
@@ -26,7 +27,6 @@ from fastforget.metrics._common import (
     as_outputs,
     to_float64,
 )
-from kernels import reweighted_target, tv_distance
 
 
 @dataclass

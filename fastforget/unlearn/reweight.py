@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-import kernels
+from fastforget import kernels
 from fastforget.data import Augment, config_augment
 from fastforget.inference import predict_logits
 from fastforget.train import Batch, compiled
