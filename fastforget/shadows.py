@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from fastforget.runtime import progress_enabled
 from fastforget.train import train_model
 
 SHADOW_SEED_BASE = 10_000
+
+log = logging.getLogger(__name__)
 
 
 def recipe_key(cfg: Config) -> str:
@@ -54,9 +57,11 @@ def _cached_or_trained(folder: Path, train: Callable[[Path], object], expect: di
         try:
             model, meta = load_checkpoint(folder)
             if all(meta.get(k) == v for k, v in expect.items()):
+                log.debug("shadow model from the cache: %s", folder)
                 return model
         except CheckpointError:
             pass  # a corrupt cache entry is retrained below and overwritten atomically
+    log.info("training shadow model %s (cached for later runs; FASTFORGET_CACHE moves the cache)", folder)
     return train(folder).model.eval()
 
 

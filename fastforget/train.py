@@ -9,6 +9,7 @@ reads device-side counters at its refresh interval only), one fused SGD step for
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from fastforget import curves
 from fastforget.checkpoint import save_checkpoint
 from fastforget.config import Config, TrainRecipe
 from fastforget.data import ImageDataset, data_fingerprint, load_dataset, make_train_loader, resolve_classes
@@ -28,6 +30,8 @@ from fastforget.errors import TrainingDivergedError, UnknownClassError
 from fastforget.inference import accuracy, predict_logits
 from fastforget.models import build_model
 from fastforget.runtime import amp_dtype, autocast, environment, progress_enabled, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
 
 
 class Batch(NamedTuple):
@@ -148,7 +152,8 @@ class _Progress:
         self.device, self.desc, self.interval = device, desc, PROGRESS_INTERVAL_S
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.int64)
-        self.count_correct = shown
+        self.count_correct = shown or curves.active()
+        self.curve = (curves.run_tag(desc), (0.0, 0.0, 0, 0)) if curves.active() else None
         self.host = torch.zeros(2, pin_memory=device.type == "cuda")
         self.copied: torch.cuda.Event | None = None
         self.snapshot = (0, 0)  # step and images at the last asynchronous copy
@@ -185,10 +190,19 @@ class _Progress:
             postfix["acc"] = f"{100 * sums[1] / max(1, images):.1f}"
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(step - self.bar.n)
+        if self.curve is not None and step > self.curve[1][2]:  # the mean since the last read
+            tag, (loss_before, correct_before, step_before, images_before) = self.curve
+            curves.scalar(f"{tag}/loss", (sums[0] - loss_before) / (step - step_before), step)
+            curves.scalar(f"{tag}/accuracy", 100 * (sums[1] - correct_before) / max(1, images - images_before), step)
+            self.curve = tag, (sums[0], sums[1], step, images)
 
     def finish(self, step: int, epoch: int) -> float:
-        """The mean loss over every step (one host read), checked to be finite."""
-        return _finite_mean_loss(self.loss_sum.item(), step, epoch, self.desc) if step else float("nan")
+        """The mean loss over every step (one host read), checked to be finite; the curve's last point."""
+        if not step:
+            return float("nan")
+        if self.curve is not None:
+            self._show([self.loss_sum.item(), self.correct.item()], step, self.images, epoch)
+        return _finite_mean_loss(self.loss_sum.item(), step, epoch, self.desc)
 
 
 def _finite_mean_loss(total: float, step: int, epoch: int, desc: str) -> float:
@@ -298,10 +312,12 @@ def train_model(
     dataset: ImageDataset | None = None,
     train_indices: torch.Tensor | None = None,
     desc: str | None = None,
+    model: nn.Module | None = None,
 ) -> TrainedModel:
     """Train a model with the config's recipe: the original, or (with `exclude`) the retrained gold standard.
 
-    `train_indices` restricts training to a subset (shadow and reference models of the membership attacks).
+    `train_indices` restricts training to a subset (shadow and reference models of the membership attacks);
+    `model` is an untrained model to train instead of the config's architecture (a user's own module).
     """
     recipe: TrainRecipe = cfg.train
     seed = recipe.seed if seed is None else seed
@@ -317,7 +333,8 @@ def train_model(
     pool = torch.nonzero(keep).flatten()
     if train_indices is not None:
         pool = pool[torch.isin(pool, train_indices)]
-    model = build_model(cfg.model["arch"], dataset.num_classes, dataset.in_channels, **cfg.arch_args).to(device)
+    arch = cfg.model["arch"] if model is None else f"module:{type(model).__name__}"
+    model = (model or build_model(arch, dataset.num_classes, dataset.in_channels, **cfg.arch_args)).to(device)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loader = make_train_loader(dataset, cfg, indices=pool, batch_size=recipe.batch_size, device=device, seed=seed)
@@ -333,7 +350,7 @@ def train_model(
     logits = predict_logits(model, dataset.test_images, dataset)
     retained = ~torch.isin(dataset.test_labels, torch.tensor(excluded, dtype=torch.long))
     meta = {
-        "arch": cfg.model["arch"],
+        "arch": arch,
         "arch_args": {**cfg.arch_args, "in_channels": dataset.in_channels},
         "dataset": dataset.name,
         "image_size": dataset.image_size,
@@ -354,6 +371,8 @@ def train_model(
         "data_fingerprint": data_fingerprint(dataset),
         "versions": environment(device),
     }
+    log.info("%s: %s on %s, %d epochs, %.1f s, test accuracy %.2f%%", label, arch, dataset.name, epochs,
+             stats.seconds, meta["test_accuracy"])
     if out_dir is not None:
         save_checkpoint(out_dir, model, meta)
     return TrainedModel(model=model, meta=meta)

@@ -29,6 +29,7 @@ from .validation import (
     check_float_tensor,
     check_same_rows,
     forget_mask,
+    teacher_as_logits,
 )
 
 ENV_VAR = "FASTFORGET_KERNELS"
@@ -80,20 +81,23 @@ def compiled(fn: Callable) -> Callable:
 
 def reweighted_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, forget: Forget,
                              reassign: str = "proportional", reduction: str = "mean", *,
-                             backend: str | None = None) -> torch.Tensor:
+                             teacher_is_probs: bool | None = None, backend: str | None = None) -> torch.Tensor:
     """Cross-entropy of the student against the teacher's distribution with the forget classes' mass reassigned.
 
     q* = softmax(teacher with forget columns at -inf) for `proportional`; for `max-class` the teacher's
     probabilities with the whole forgotten mass on its most likely retained class. Loss per row
     -sum_y q*(y) log softmax(student)(y); gradient softmax(student) - q* (times the reduction's scale), returned
     in the student's dtype. The teacher gets no gradient. `forget`: a class index, indices (list or tensor) or
-    a bool mask of length K. The loss is float32 (float64 for float64 inputs).
+    a bool mask of length K. The loss is float32 (float64 for float64 inputs). The teacher is logits;
+    `teacher_is_probs=True` takes probabilities instead (see `validation.teacher_as_logits`, which also warns when
+    logits were promised implicitly and the rows look like probabilities).
     """
     check_float_tensor("student_logits", student_logits)
     check_float_tensor("teacher_logits", teacher_logits)
     check_same_rows(student_logits, teacher_logits, "teacher_logits")
     check_choice("reassign", reassign, REASSIGN_MODES)
     check_choice("reduction", reduction, REDUCTIONS)
+    teacher_logits = teacher_as_logits(teacher_logits, teacher_is_probs, "reweighted_cross_entropy")
     mask = forget_mask(forget, student_logits.shape[1], student_logits.device)
     return reweighted_cross_entropy_with_mask(student_logits, teacher_logits, mask, reassign, reduction,
                                               backend=backend)

@@ -25,8 +25,10 @@ def test_digits_grid_end_to_end_writes_every_table(tmp_path, monkeypatch):
     for name in TABLES:
         assert (out / f"{name}.md").is_file() and (out / f"{name}.csv").is_file(), name
     text = report.read_text()
-    for figure in ("runtime.png", "reassignment_confusion.png"):
+    for figure in ("runtime.png", "reassignment_confusion.png", "reassignment_where.png", "accuracy_drop.png"):
         assert f"({figure})" in text and (out / figure).read_bytes().startswith(PNG)
+    samples = sorted((out / "samples").glob("*.npz"))  # per-sample outputs, one file per cell
+    assert len(samples) == len(records) and "original_test_logits" in np.load(samples[0])
     unlearned = [r for r in records if r["method"] not in ("original", "retrain")]
     for r in unlearned:
         assert 0 <= r["ulira"] <= 100 and 0 <= r["rmia_auc_f"] <= 1 and 0 <= r["rmia_auc_r"] <= 1

@@ -144,7 +144,7 @@ def test_eval_prints_a_table_and_writes_json_and_plots(runs, tmp_path):
     for label, key in (("ACC_r test %", "acc_r_test"), ("MIA %", "mia"), ("UTV test", "utv_test")):
         assert f"{label:<22} {report[key]:.2f}" in run.out
     assert f"wrote {report_path}" in run.out
-    assert sorted(p.name for p in plots.iterdir()) == ["confusion.png", "reassignment_3.png"]
+    assert sorted(p.name for p in plots.iterdir()) == ["accuracy_drop.png", "confusion.png", "reassignment_3.png"]
 
 
 UNLEARN = ["unlearn", "--checkpoint", "{original}", "--out", "{out}", "--method", "rwft-2-o"]
