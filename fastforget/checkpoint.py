@@ -53,8 +53,8 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
                               f"{_leftovers(path)}")
     if not sidecar.is_file():
         raise CheckpointError(f"checkpoint {weights} has no sidecar {sidecar.name} beside it, so fastforget cannot "
-                              "tell its architecture: for a model trained elsewhere give it (--arch "
-                              "torchvision:resnet18 --data NAME, or arch=... in the API)")
+                              f"tell its architecture: {RECREATE}, or, for a model trained elsewhere, give its "
+                              "architecture and data (--arch torchvision:resnet18 --data NAME; arch= in the API)")
     return weights, sidecar
 
 
@@ -199,6 +199,10 @@ def _check_sidecar(meta: dict, sidecar: Path) -> None:
     for key in ("arch", "dataset", "classes"):
         if key not in meta:
             raise bad(f"it lacks the field {key!r}, so it was not written by fastforget")
+    if isinstance(meta["arch"], str) and meta["arch"].startswith("module:"):
+        raise CheckpointError(f"{sidecar} holds the weights of a model of your own ({meta['arch'][7:]}), which "
+                              "fastforget cannot rebuild: build it, load the weights into it (model.load_state_dict("
+                              "safetensors.torch.load_file(PATH))) and pass the module to the API")
     if not isinstance(meta["arch"], str) or not (meta["arch"] in ARCHITECTURES or is_external(meta["arch"])):
         raise bad(f"unknown arch {meta['arch']!r}; fastforget builds {', '.join(architecture_names())}")
     if not isinstance(meta["dataset"], str):

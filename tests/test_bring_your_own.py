@@ -245,3 +245,14 @@ def test_forget_sets_of_samples(digits_tensors):
         api.unlearn("rwft-o", Plain(), data=train, test_data=test, forget_samples=chosen)
     with pytest.raises(ConfigError, match="outside the training split"):
         api.unlearn("ga", Plain(), data=train, test_data=test, forget_samples=[len(train[1])])
+
+
+def test_a_user_module_saved_by_unlearn_says_how_to_load_it(tmp_path, digits_tensors):
+    from fastforget.checkpoint import load_checkpoint, load_weights
+
+    train, test = digits_tensors
+    api.unlearn("rw-mask", Plain(), [3], data=train, test_data=test, out=tmp_path / "masked")
+    with pytest.raises(CheckpointError, match=r"a model of your own \(Plain\).*pass the module"):
+        load_checkpoint(tmp_path / "masked")
+    rebuilt = load_weights(LogitMask(Plain(), [3], 10), tmp_path / "masked" / "model.safetensors")
+    assert rebuilt.forget_mask.tolist()[3]
