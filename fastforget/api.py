@@ -32,18 +32,18 @@ from fastforget.data.sources import cache_dir
 from fastforget.data.user import DataLike, as_image_dataset
 from fastforget.errors import ConfigError
 from fastforget.evaluate import (
-    BASIC_METRICS,
-    EvalOptions,
+    AttackSetup,
+    Replay,
+    forget_rows,
     model_outputs,
-    rmia_for_model,
     save_per_sample,
     train_rows,
-    ulira_for_method,
     write_plots,
 )
 from fastforget.evaluate import evaluate as compute_metrics
 from fastforget.inference import predict_logits
 from fastforget.io import check_output_dir, check_output_file, write_json
+from fastforget.metrics.registry import EvalOptions
 from fastforget.models import build_model
 from fastforget.runtime import environment, resolve_device
 from fastforget.train import TrainedModel, train_model
@@ -196,6 +196,40 @@ def unlearn(method: str, model: ModelLike, forget: Sequence[str | int] = (), *, 
     return result
 
 
+def method_replay(method: str, hyperparameters: Mapping[str, Any], cfg: Config, dataset: ImageDataset,
+                  forget: Sequence[int], device: torch.device) -> Replay:
+    """U-LIRA's replay: unlearn a shadow original with `method` and these hyperparameters. "original" replays
+    nothing (the shadow stays as trained) and "retrain" retrains, the two ends a method is placed between."""
+    if method == "original":
+        return lambda model, seed: model
+
+    def replay(model: nn.Module, seed: int) -> nn.Module:
+        meta = {"label_smoothing": cfg.train.label_smoothing, "seed": seed}
+        ctx = UnlearnContext(original=model, meta=meta, dataset=dataset, forget=list(forget), cfg=cfg, device=device,
+                             seed=seed)
+        return run_method(method, ctx, dict(hyperparameters)).model
+
+    return replay
+
+
+def model_role(meta: dict) -> str:
+    """What a checkpoint is: its unlearning method, else "retrain" (trained without classes) or "original"."""
+    return meta.get("method") or ("retrain" if meta.get("excluded") else "original")
+
+
+def _same_seed_first(retrained: list[tuple[Path, nn.Module, dict]], seed: int | None, classes: list[str],
+                     forget: list[int]) -> list[tuple[Path, nn.Module, dict]]:
+    """The retrained models with the one of the evaluated model's seed first: UTV is measured against it."""
+    same = [r for r in retrained if r[2].get("seed") == seed]
+    if not same:
+        names = " ".join(classes[i] for i in forget)
+        raise ConfigError(f"none of the retrained models has the evaluated model's seed {seed} (they have "
+                          f"{[r[2].get('seed') for r in retrained]}): UTV compares with the retrained model of the "
+                          f"same seed; train it with `fastforget train --exclude {names} --seed {seed}` and give it "
+                          "with the others (they then give the UTV floor)")
+    return same[:1] + [r for r in retrained if r is not same[0]]
+
+
 def _related(model: ModelLike, meta: dict, role: str, dataset: ImageDataset, arch: str | None
              ) -> tuple[nn.Module, dict]:
     """The original or a retrained model of an evaluation (same data, same classes), and its sidecar."""
@@ -237,7 +271,11 @@ def evaluate(model: ModelLike, data: DataLike | None = None, forget: Sequence[st
     """Evaluate one model (an nn.Module or a checkpoint: see `prepare`) on `data`; metrics needing a model that was
     not given are skipped with the reason. `arch` applies to every model given as a plain state_dict file.
     Returns the report (a dict, keys also attributes), written as JSON to `json_path` if given; `samples_path`
-    (.npz) keeps every model's logits and attack features per sample (`evaluate.save_per_sample`)."""
+    (.npz) keeps every model's logits and attack features per sample (`evaluate.save_per_sample`).
+
+    `options` holds evaluation options and metric settings in one mapping (`seed`, `train_samples`, `amp`,
+    `shadows`, `reference_models`, `mia_feature`, ...; see `fastforget.metrics.registry`).
+    """
     if json_path:
         check_output_file(json_path, "--json", overwrite=overwrite)
     if samples_path:
@@ -248,57 +286,57 @@ def evaluate(model: ModelLike, data: DataLike | None = None, forget: Sequence[st
     shown = _shown_model(model)
     model, meta, dataset, cfg = prepare(model, data, test_data=test_data, classes=classes, arch=arch,
                                         config=config, overrides=overrides, data_dir=data_dir)
-    forget_ids = resolve_classes(list(forget) or meta.get("forget", []), dataset.classes)
+    role = model_role(meta)
+    # An unlearned model records what it forgot, a retrained one what it never saw; an original needs --forget.
+    forget_ids = resolve_classes(list(forget) or meta.get("forget") or meta.get("excluded", []), dataset.classes)
     if not forget_ids:
         raise ConfigError(f"{shown} records no forget classes (an original model?): name them with --forget")
-    opts = EvalOptions(metrics=tuple(metrics or BASIC_METRICS), seed=meta.get("seed", 0), **(options or {}))
+    opts = EvalOptions.from_dict({**(options or {}), **({"metrics": tuple(metrics)} if metrics else {})})
     if nearest is not None:
-        opts.nearest = resolve_classes([nearest], dataset.classes)[0]
-        if opts.nearest in forget_ids:
+        opts.settings["nearest"] = resolve_classes([nearest], dataset.classes)[0]
+        if opts.settings["nearest"] in forget_ids:
             raise ConfigError(f"--nearest {nearest} is a forget class: MIA-NN's nearest class must be a retained "
                               "class (leave --nearest out to take it from the retrained model)")
     if not opts.cache_dir:
         opts.cache_dir = cache_dir()
-    rows = train_rows(dataset, opts.max_train_samples)
-    outputs = model_outputs(model, dataset, rows, amp=opts.amp)
-    orig = model_outputs(_related(original, meta, "original", dataset, arch)[0], dataset, rows, amp=opts.amp) \
-        if original is not None else None
-    retr = []
+    loaded = []
     for given in retrained:
         r_model, r_meta = _related(given, meta, "retrained", dataset, arch)
-        excluded = r_meta.get("excluded", [])
-        if "source" not in r_meta and sorted(excluded) != sorted(forget_ids):  # trained by fastforget: it says
-            names = [dataset.classes[i] for i in excluded]
-            raise ConfigError(f"retrained model {given} excluded classes {names} but this evaluation forgets "
-                              f"{[dataset.classes[i] for i in forget_ids]}: retrain without exactly the forget "
-                              "classes (fastforget train --exclude ...)")
-        retr.append(model_outputs(r_model, dataset, rows, amp=opts.amp))
-    results, skipped = compute_metrics(outputs, dataset, forget_ids, original=orig, retrained=retr, options=opts)
-    if "ulira" in opts.metrics:
-        if not meta.get("method"):
-            skipped["ulira"] = "the checkpoint records no unlearning method to replay on shadow models"
-        else:
-            results |= ulira_for_method(outputs, meta["method"], meta.get("hyperparameters", {}), cfg, dataset,
-                                        forget_ids, retrained=retr[0] if retr else None, options=opts)
-    if "rmia" in opts.metrics:
-        results |= rmia_for_model(outputs, cfg, dataset, forget_ids, options=opts)
+        if "source" not in r_meta and sorted(r_meta.get("excluded", [])) != sorted(forget_ids):  # fastforget's
+            raise ConfigError(f"retrained model {given} excluded classes {r_meta.get('excluded_names')} but this "
+                              f"evaluation forgets {[dataset.classes[i] for i in forget_ids]}: retrain without "
+                              "exactly the forget classes (fastforget train --exclude ...)")
+        loaded.append((given, r_model, r_meta))
+    if loaded and role != "retrain" and "utv" in opts.metric_names():
+        loaded = _same_seed_first(loaded, meta.get("seed"), dataset.classes, forget_ids)
+    original_model = _related(original, meta, "original", dataset, arch)[0] if original is not None else None
+    evaluated = train_rows(dataset, opts.train_samples, opts.seed)
+    outputs = model_outputs(model, dataset, evaluated, amp=opts.amp)
+    rows = forget_rows(dataset, evaluated, forget_ids)  # all that the yardstick models need
+    orig = model_outputs(original_model, dataset, rows, amp=opts.amp) if original_model is not None else None
+    retr = [model_outputs(r_model, dataset, rows, amp=opts.amp) for _, r_model, _ in loaded]
+    device = resolve_device(cfg.train.device)
+    hyperparameters = meta.get("hyperparameters", {})
+    attack = AttackSetup(cfg, opts.cache_dir,
+                         method_replay(role, hyperparameters, cfg, dataset, forget_ids, device))
+    results, skipped = compute_metrics(outputs, dataset, forget_ids, original=orig, retrained=retr, options=opts,
+                                       method=role, hyperparameters=hyperparameters, attack=attack, device=device)
     report = Report({
-        "checkpoint": shown,
-        "method": meta.get("method", "original"), "dataset": dataset.name,
+        "checkpoint": shown, "method": role, "dataset": dataset.name,
         "classes": dataset.classes, "forget": forget_ids, "forget_names": [dataset.classes[i] for i in forget_ids],
         **results, "skipped": skipped,
-        "original": _shown_model(original), "retrained": [_shown_model(r) for r in retrained],
+        "original": _shown_model(original), "retrained": [_shown_model(given) for given, _, _ in loaded],
+        "retrained_seeds": [r_meta.get("seed") for _, _, r_meta in loaded],
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()},
         "seed": meta.get("seed"), "config": cfg.raw, "data_fingerprint": data_fingerprint(dataset),
         "versions": environment(),
     })
     if plots_dir:
         report["plots"] = [str(p) for p in write_plots(plots_dir, dataset, forget_ids, outputs, original=orig,
-                                                        retrained=retr[0] if retr else None,
-                                                        method=meta.get("method", "unlearned"))]
+                                                        retrained=retr[0] if retr else None, method=role)]
     if samples_path:
         report["samples"] = str(save_per_sample(samples_path, dataset, forget_ids, outputs, original=orig,
-                                                retrained=retr, mia_feature=opts.mia_feature,
+                                                retrained=retr, mia_feature=opts.setting("mia_feature"),
                                                 nearest=results.get("mia_nn_class")))
     if json_path:
         write_json(json_path, dict(report))

@@ -20,23 +20,25 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from fastforget.api import method_replay
 from fastforget.checkpoint import SIDECAR, check_data, load_checkpoint, save_checkpoint
 from fastforget.config import Config, Rule, check_value, did_you_mean, load_config
 from fastforget.data import ImageDataset, data_fingerprint, load_dataset, resolve_classes
 from fastforget.data.sources import cache_dir
 from fastforget.errors import ConfigError
-from fastforget.evaluate import (
-    ALL_METRICS,
+from fastforget.evaluate import AttackSetup, evaluate, model_outputs, save_per_sample, train_rows
+from fastforget.io import append_jsonl, atomic_write, check_output_dir, exclusive_lock, safe_name, write_json
+from fastforget.metrics.intervals import combine_cells
+from fastforget.metrics.registry import (
+    METRICS,
+    SETTINGS,
+    TABLE_TITLES,
+    Column,
     EvalOptions,
     Outputs,
-    evaluate,
-    model_outputs,
-    rmia_for_model,
-    save_per_sample,
-    train_rows,
-    ulira_for_method,
+    default_metrics,
+    uninformative_mark,
 )
-from fastforget.io import append_jsonl, atomic_write, check_output_dir, exclusive_lock, safe_name, write_json
 from fastforget.runtime import environment, progress_enabled, resolve_device
 from fastforget.shadows import recipe_key
 from fastforget.train import train_model
@@ -47,10 +49,12 @@ BENCH_DEFAULTS = {
                 "salun", "svd", "ssd"],
     "forget": "all",          # "all" (one cell per class), a list of classes, or a list of lists (multi-class)
     "seeds": 1,
-    "metrics": ["accuracy", "mia", "mia_nn", "utv", "reassignment"],
+    "metrics": list(default_metrics()),  # add "ulira", "rmia" for the attacks that train models of their own
     "retrained_seeds": 2,     # retrained models per forget set; two or more give the UTV floor
-    "shadows": 0,             # U-LIRA shadow pairs (0: skip U-LIRA)
-    "reference_models": 0,    # RMIA reference models (0: skip RMIA)
+    "shadows": SETTINGS["shadows"],                    # U-LIRA shadow pairs
+    "reference_models": SETTINGS["reference_models"],  # RMIA reference models
+    "eval_seed": 0,           # one evaluation seed for every cell: same subsamples, same resamples
+    "train_samples": 0,       # train-split metrics on the whole split (0) or a stratified subsample
     "reassignment_class": "", # the forget class whose reassignment is plotted (default: the first)
     "reassignment_method": "rwft-2-o",
     "variants": {},           # name -> {"method": base method, hyperparameter: value, ...}, usable in `methods`
@@ -95,9 +99,9 @@ def plan(config: str | Path, *, methods: Sequence[str] | None = None, forget: Se
         raise ConfigError(f"bench.forget must be \"all\" or a list of classes (like [\"3\"], or [[\"3\", \"8\"]] for "
                           f"a multi-class cell), not {settings['forget']!r} (from {cfg.source})")
     for metric in settings["metrics"]:
-        if metric not in ALL_METRICS:
+        if metric not in METRICS:
             raise ConfigError(f"bench.metrics holds {metric!r} (from {cfg.source}), not a metric"
-                              f"{did_you_mean(str(metric), ALL_METRICS)}; metrics: {', '.join(ALL_METRICS)}")
+                              f"{did_you_mean(str(metric), METRICS)}; metrics: {', '.join(METRICS)}")
     for name, variant in settings["variants"].items():
         if not isinstance(variant, dict) or variant.get("method") not in METHODS:
             raise ConfigError(f"[bench.variants.{name!r}] needs method = one of {sorted(METHODS)}")
@@ -263,12 +267,15 @@ def _run_cells(bench: BenchPlan, out: Path, digest: str) -> Path:
     drop_partial_line(results_path)
     done = {r["cell"] for r in read_results(results_path)}
     s = bench.settings
-    options = EvalOptions(metrics=tuple(s["metrics"]), shadows=s["shadows"], reference_models=s["reference_models"],
-                          cache_dir=cache_dir())
+    options = EvalOptions(metrics=tuple(s["metrics"]), seed=s["eval_seed"], train_samples=s["train_samples"],
+                          cache_dir=cache_dir(),
+                          settings={"shadows": s["shadows"], "reference_models": s["reference_models"]})
+    options.metric_names()  # an unknown metric is an error before anything trains
+    attack = AttackSetup(bench.cfg, cache_dir())
     cells = [(seed, forget, method) for seed in bench.seeds for forget in bench.forget_sets for method in bench.methods]
     todo = [(seed, forget, method) for seed, forget, method in cells if _cell_key(method, forget, seed) not in done]
     device = resolve_device(bench.cfg.train.device)
-    rows = train_rows(bench.dataset, options.max_train_samples)
+    rows = train_rows(bench.dataset, options.train_samples, options.seed)
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="bench", disable=not progress_enabled())
     cache: dict[tuple, tuple] = {}
     for seed, forget, method in todo:
@@ -285,7 +292,7 @@ def _run_cells(bench: BenchPlan, out: Path, digest: str) -> Path:
         original, original_meta, original_out = cache[("original", seed)]
         retrained_outs, (gold_model, gold_meta) = cache[(_tag(forget), seed)]
         record = _run_cell(bench, method, forget, seed, original, original_meta, original_out, retrained_outs,
-                           gold_model, gold_meta, options, device, samples=out / "samples")
+                           gold_model, gold_meta, options, attack, device, samples=out / "samples")
         append_jsonl(results_path, {**record, "config_hash": digest})
         bar.update(1)
         bar.write(f"{record['cell']:<28} ACC_r {record.get('acc_r_test', float('nan')):6.2f}  "
@@ -301,10 +308,11 @@ def _fmt(value: float | None) -> str:
 
 def _run_cell(bench: BenchPlan, method: str, forget: list[int], seed: int, original, original_meta: dict,
               original_out: Outputs, retrained_outs: list[Outputs], gold_model, gold_meta: dict,
-              options: EvalOptions, device, samples: Path | None = None) -> dict:
+              options: EvalOptions, attack: AttackSetup, device, samples: Path | None = None) -> dict:
     record = {"cell": _cell_key(method, forget, seed), "method": method, "forget": forget,
               "forget_names": [bench.dataset.classes[i] for i in forget], "seed": seed}
     memory_kind = ""
+    base = bench.settings["variants"].get(method, {}).get("method", method)
     if method == "original":
         model, hp, wall, memory = original, {}, 0.0, None
     elif method == "retrain":  # the gold standard itself: retraining with the original's recipe and seed
@@ -316,25 +324,20 @@ def _run_cell(bench: BenchPlan, method: str, forget: list[int], seed: int, origi
         result = run_method(variant.pop("method"), ctx, variant)
         model, hp, wall, memory = result.model, result.hyperparameters, result.wall_seconds, result.peak_memory_bytes
         memory_kind = result.memory_kind
-    options.seed = seed
     cached = {"original": original_out, "retrain": retrained_outs[0]}
     outputs = cached[method] if method in cached else model_outputs(model, bench.dataset, original_out.train_rows)
     # The retrain row is compared with the *other* retrained seeds: against itself its UTV would be 0 by definition.
     references = retrained_outs[1:] if method == "retrain" else retrained_outs
+    replay = method_replay(base, hp, bench.cfg, bench.dataset, forget, device)
     metrics, skipped = evaluate(outputs, bench.dataset, forget, original=original_out, retrained=references,
-                                options=options)
+                                options=options, method=base, hyperparameters=hp, attack=attack.for_method(replay),
+                                device=device)
     if samples is not None:  # per-sample outputs, for re-analysis without rerunning
         save_per_sample(samples / f"{safe_name(record['cell'])}.npz", bench.dataset, forget, outputs,
-                        original=original_out, retrained=references, mia_feature=options.mia_feature,
+                        original=original_out, retrained=references, mia_feature=options.setting("mia_feature"),
                         nearest=metrics.get("mia_nn_class"))
     if method == "retrain" and not references:
         skipped["utv"] = "the retrain row needs retrained_seeds >= 2 (a second retrained model to compare with)"
-    if options.shadows and method not in REFERENCE_ROWS:
-        base = bench.settings["variants"].get(method, {}).get("method", method)
-        metrics |= ulira_for_method(outputs, base, hp, bench.cfg, bench.dataset, forget,
-                                    retrained=retrained_outs[0], options=options)
-    if options.reference_models:
-        metrics |= rmia_for_model(outputs, bench.cfg, bench.dataset, forget, options=options)
     return {**record, "wall_seconds": wall, "peak_memory_bytes": memory, "peak_memory_kind": memory_kind,
             "hyperparameters": hp, **metrics,
             "skipped": skipped, "versions": environment(device)}
@@ -342,48 +345,66 @@ def _run_cell(bench: BenchPlan, method: str, forget: list[int], seed: int, origi
 
 # ---------------------------------------------------------------- tables and report (from results.jsonl alone)
 
-COLUMNS = {  # key -> (header, scale, decimals)
-    "acc_r_test": ("ACC_r", 1, 2), "acc_f_test": ("ACC_f", 1, 2), "mia": ("MIA", 1, 2),
-    "mia_nn": ("MIA-NN", 1, 4), "utv_test": ("UTV test", 1, 4), "utv_train": ("UTV train", 1, 4),
-    "utv_floor_test": ("UTV floor", 1, 4), "utv_target_test": ("target UTV", 1, 4),
-    "ulira": ("U-LIRA", 1, 2), "rmia_auc_f": ("RMIA AUC f", 1, 3), "rmia_auc_r": ("RMIA AUC r", 1, 3),
-    "wall_seconds": ("seconds", 1, 2), "peak_memory_bytes": ("peak MiB", 2**-20, 1),
-}
-TABLES = {
-    "table2_accuracy_mia": ["acc_r_test", "acc_f_test", "mia"],
-    "table1_mia_nn": ["mia_nn"],
-    "table3_ulira": ["ulira"],
-    "table4_utv": ["utv_test", "utv_train", "utv_floor_test", "utv_target_test"],
-    "rmia": ["rmia_auc_f", "rmia_auc_r"],
-    "runtime": ["wall_seconds", "peak_memory_bytes"],
+RUNTIME_COLUMNS = {
+    "wall_seconds": Column("wall_seconds", "seconds", "lower"),
+    "peak_memory_bytes": Column("peak_memory_bytes", "peak MiB", "lower", decimals=1, scale=2**-20),
 }
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value) over forget classes and seeds."""
-    array = np.asarray(values, dtype=np.float64)
-    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+def columns() -> dict[str, Column]:
+    """Every reported column: the registered metrics' and the methods' runtime."""
+    return {**{c.key: c for metric in METRICS.values() for c in metric.columns}, **RUNTIME_COLUMNS}
 
 
-def summarise(records: list[dict]) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """method -> key -> (mean, std, n) over the cells that have the key."""
-    methods = list(dict.fromkeys(r["method"] for r in records))
-    summary: dict[str, dict[str, tuple[float, float, int]]] = {}
-    for method in methods:
+def tables() -> dict[str, list[str]]:
+    """table name -> its column keys, in the order the metrics registered, then the runtime (Figure 2 form)."""
+    grouped: dict[str, list[str]] = {}
+    for metric in METRICS.values():
+        if metric.table is not None:
+            grouped.setdefault(metric.table, []).extend(c.key for c in metric.columns if c.in_table)
+    return {**grouped, "runtime": list(RUNTIME_COLUMNS)}
+
+
+def table_titles() -> dict[str, str]:
+    return {**TABLE_TITLES, "runtime": "Figure 2 form: runtime"}
+
+
+@dataclass
+class Stat:
+    """One method's value of one column over its cells (forget sets x seeds)."""
+
+    value: float  # mean over the cells
+    interval: list[float] | None  # cells resampled around their own sample-bootstrap intervals
+    n: int  # cells
+    uninformative: int = 0  # cells whose attack could not tell its own members apart
+    evidence: float | None = None  # the attack's own held-out AUC (mean over cells), shown with that mark
+
+
+def summarise(records: list[dict], seed: int = 0) -> dict[str, dict[str, Stat]]:
+    """method -> key -> Stat over the cells that have the key."""
+    summary: dict[str, dict[str, Stat]] = {}
+    for method in dict.fromkeys(r["method"] for r in records):
         rows = [r for r in records if r["method"] == method]
         summary[method] = {}
-        for key in COLUMNS:
-            values = [r[key] for r in rows if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
-            if values:
-                summary[method][key] = (*mean_std(values), len(values))
+        for key, column in columns().items():
+            cells = [r for r in rows if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
+            if not cells:
+                continue
+            values = [r[key] for r in cells]
+            stat = Stat(float(np.mean(values)), combine_cells(values, [r.get(f"{key}_ci") for r in cells], seed=seed),
+                        len(cells))
+            if column.informative:
+                stat.uninformative = sum(r.get(column.informative) is False for r in cells)
+                evidence = [r[column.evidence] for r in cells if isinstance(r.get(column.evidence), int | float)]
+                stat.evidence = float(np.mean(evidence)) if evidence else None
+            summary[method][key] = stat
     return summary
 
 
-def _cell(stat: tuple[float, float, int] | None, scale: float, decimals: int) -> str:
+def _cell(stat: Stat | None, column: Column) -> str:
     if stat is None:
         return "-"
-    mean, std, n = stat
-    return f"{mean * scale:.{decimals}f} ± {std * scale:.{decimals}f}" if n > 1 else f"{mean * scale:.{decimals}f}"
+    return column.format(stat.value, stat.interval) + uninformative_mark(stat.uninformative, stat.n, stat.evidence)
 
 
 def write_table(out: Path, name: str, summary: dict, keys: list[str], extra: dict[str, dict[str, str]] | None = None
@@ -391,22 +412,29 @@ def write_table(out: Path, name: str, summary: dict, keys: list[str], extra: dic
     keys = [k for k in keys if any(k in s for s in summary.values())]
     if not keys:
         return None
+    known = columns()
     extra = extra or {}
     extra_cols = list(dict.fromkeys(c for cols in extra.values() for c in cols))
-    headers = ["method"] + [COLUMNS[k][0] for k in keys] + extra_cols
-    rows = [[method] + [_cell(stats.get(k), *COLUMNS[k][1:]) for k in keys]
+    headers = ["method"] + [known[k].label for k in keys] + extra_cols
+    rows = [[method] + [_cell(stats.get(k), known[k]) for k in keys]
             + [extra.get(method, {}).get(c, "-") for c in extra_cols] for method, stats in summary.items()]
     md = "| " + " | ".join(headers) + " |\n|" + "---|" * len(headers) + "\n"
     md += "".join("| " + " | ".join(row) + " |\n" for row in rows)
     atomic_write(out / f"{name}.md", lambda tmp: tmp.write_text(md))
+    parts = ("value", "low", "high", "n", "uninformative")
 
     def write_csv(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["method"] + [f"{k}_{part}" for k in keys for part in ("mean", "std", "n")] + extra_cols)
+            writer.writerow(["method"] + [f"{k}_{part}" for k in keys for part in parts] + extra_cols)
             for method, stats in summary.items():
-                writer.writerow([method] + [v for k in keys for v in (stats.get(k) or ("", "", 0))]
-                                + [extra.get(method, {}).get(c, "") for c in extra_cols])
+                cells = []
+                for k in keys:
+                    stat = stats.get(k)
+                    cells += ["", "", "", 0, ""] if stat is None else [
+                        stat.value, *(stat.interval or ["", ""]), stat.n,
+                        stat.uninformative if known[k].informative else ""]
+                writer.writerow([method] + cells + [extra.get(method, {}).get(c, "") for c in extra_cols])
 
     atomic_write(out / f"{name}.csv", write_csv)
     return out / f"{name}.md"
@@ -494,19 +522,28 @@ def _reassignment_figures(out: Path, records: list[dict], classes: list[str], se
     return paths
 
 
+def _samples_line(records: list[dict]) -> str:
+    evaluated = {(r.get("train_samples_evaluated"), r.get("train_samples_total")) for r in records}
+    parts = [f"the whole training split ({n:,} samples)" if n == total else
+             f"a class-stratified subsample of {n:,} of its {total:,} samples (bench.train_samples)"
+             for n, total in sorted(evaluated, key=str) if n is not None]
+    return "Train-split metrics on " + (" / ".join(parts) or "an unrecorded part of the training split") + \
+        "; the test split whole."
+
+
 def write_report(out: str | Path, classes: list[str], settings: dict) -> Path:
     """Tables (.md, .csv), figures (.png) and report.md, from results.jsonl alone."""
     out = Path(out)
     records = read_results(out / "results.jsonl")
     if not records:
         raise ConfigError(f"{out / 'results.jsonl'} holds no finished cell yet: run the benchmark first")
-    summary = summarise(records)
-    retrain_time = summary.get("retrain", {}).get("wall_seconds", (float("nan"),))[0]
-    speedup = {m: {"speed-up vs retrain": f"{retrain_time / s['wall_seconds'][0]:.1f}x"}
-               for m, s in summary.items() if m not in REFERENCE_ROWS and s.get("wall_seconds", (0,))[0] > 0
-               and math.isfinite(retrain_time)}
-    tables = {name: write_table(out, name, summary, keys, speedup if name == "runtime" else None)
-              for name, keys in TABLES.items()}
+    summary = summarise(records, seed=settings.get("eval_seed", 0))
+    retrain = summary.get("retrain", {}).get("wall_seconds")
+    speedup = {m: {"speed-up vs retrain": f"{retrain.value / s['wall_seconds'].value:.1f}x"}
+               for m, s in summary.items() if retrain is not None and m not in REFERENCE_ROWS
+               and "wall_seconds" in s and s["wall_seconds"].value > 0}
+    written = {name: write_table(out, name, summary, keys, speedup if name == "runtime" else None)
+               for name, keys in tables().items()}
     dataset = (_read_json(out / "config.json") or {}).get("config", {}).get("data", {}).get("name", "")
     figures = [p for p in [_runtime_figure(out, records, dataset),
                            *_reassignment_figures(out, records, classes, settings, dataset)] if p is not None]
@@ -517,20 +554,21 @@ def write_report(out: str | Path, classes: list[str], settings: dict) -> Path:
     lines = [
         "# fastforget benchmark report", "",
         f"{cells} cells: methods x {len(forget_sets)} forget set(s) x {len(seeds)} seed(s) {seeds}. "
-        f"Mean ± sample std over forget sets and seeds. Device: {versions.get('device')} "
-        f"({versions.get('gpu') or versions.get('platform')}); fastforget {versions.get('fastforget')} "
-        f"(commit {versions.get('git_commit')}), torch {versions.get('torch')}.", "",
-        "ACC in %, MIA in % (higher is better, retrained = 100), MIA-NN as a fraction (lower is better, retrained "
-        "near 0), UTV as a mean TV distance to the retrained model (lower is better; the floor is the distance "
-        "between retrained models of different seeds, the target UTV that of the RWFT target itself), U-LIRA in % "
-        "(50 ideal), RMIA as AUC (0.5 = no membership signal). Peak memory: "
+        f"Device: {versions.get('device')} ({versions.get('gpu') or versions.get('platform')}); fastforget "
+        f"{versions.get('fastforget')} (commit {versions.get('git_commit')}), torch {versions.get('torch')}.", "",
+        _samples_line(records), "",
+        "Each value is the mean over a method's cells, with its 95% interval `[low, high]`: a bootstrap over the "
+        "samples of each cell (forget samples for UTV, MIA-NN, U-LIRA; the split's samples for accuracy; the "
+        "attack's scored samples for MIA), and with several cells the cells resampled around their own intervals. "
+        "An attack whose own held-out AUC lies inside the 99% band that a membership-blind attack reaches by chance "
+        "(permutation null, see bench/README.md) is marked uninformative: its score says nothing. Arrows: higher "
+        "(↑) or lower (↓) is better, →50 / →0.5: closest to chance is ideal. Peak memory: "
         f"{next((r['peak_memory_kind'] for r in records if r.get('peak_memory_kind')), 'not measured')}; "
         "the retrain row's time is the retrained model's training time.", "",
+        *[f"- `{name}`: {metric.summary}" for name, metric in METRICS.items() if metric.table], "",
     ]
-    titles = {"table2_accuracy_mia": "Table 2 form: accuracy and MIA", "table1_mia_nn": "Table 1 form: MIA-NN",
-              "table3_ulira": "Table 3 form: U-LIRA", "table4_utv": "Table 4 form: UTV",
-              "rmia": "RMIA", "runtime": "Figure 2 form: runtime"}
-    for name, path in tables.items():
+    titles = table_titles()
+    for name, path in written.items():
         if path is not None:
             lines += [f"## {titles[name]}", "", path.read_text(), f"([csv]({name}.csv))", ""]
     if figures:

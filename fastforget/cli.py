@@ -20,7 +20,9 @@ from typing import Annotated
 import typer
 
 from fastforget import api
+from fastforget.bench import tables
 from fastforget.errors import FastForgetError, OutputError
+from fastforget.metrics.registry import METRICS, SETTINGS, default_metrics, get_metric, uninformative_mark
 
 app = typer.Typer(help="fastforget: erase whole classes from image classifiers, fast, and measure how well.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -185,11 +187,35 @@ def unlearn(
     })
 
 
-EVAL_ROWS = [("acc_r_test", "ACC_r test %"), ("acc_f_test", "ACC_f test %"), ("acc_r_train", "ACC_r train %"),
-             ("acc_f_train", "ACC_f train %"), ("mia", "MIA %"), ("mia_attack_auc", "  MIA attack AUC"),
-             ("mia_nn", "MIA-NN"), ("utv_train", "UTV train"), ("utv_test", "UTV test"),
-             ("utv_floor_test", "  UTV floor test"), ("utv_target_test", "  target UTV test"),
-             ("ulira", "U-LIRA %"), ("rmia_auc_f", "RMIA AUC forget"), ("rmia_auc_r", "RMIA AUC retain")]
+def _eval_rows(report: dict) -> dict[str, str]:
+    """The printed rows of `eval`: every column of every metric that ran, with its interval and its mark."""
+    rows: dict[str, str] = {}
+    for name in report["metrics_run"]:
+        if name in report["skipped"]:
+            continue
+        metric = get_metric(name)
+        for column in metric.columns:
+            value = report.get(column.key)
+            if value is None:
+                continue
+            mark = ""
+            if column.informative and report.get(column.informative) is False:
+                mark = uninformative_mark(1, 1, report.get(column.evidence))
+            rows[column.label] = column.format(value, report.get(f"{column.key}_ci")) + mark
+        if metric.notes is not None:
+            rows |= dict(metric.notes(report, report["classes"]))
+    return rows
+
+
+def _train_split_line(report: dict) -> str:
+    evaluated, total = report["train_samples_evaluated"], report["train_samples_total"]
+    if evaluated == total:
+        return f"train split: all {total:,} samples"
+    return f"train split: a class-stratified subsample of {evaluated:,} of {total:,} samples (--train-samples)"
+
+
+def _metric_help() -> str:
+    return f"comma list of {','.join(METRICS)} (default: {','.join(default_metrics())})"
 
 
 @app.command("eval")
@@ -197,7 +223,9 @@ def eval_(
     checkpoint: Annotated[Path, typer.Option(
         help="model to evaluate: run folder, .safetensors with its sidecar, or with --arch a state_dict file "
         "(.pt / .pth / .safetensors)")],
-    forget: Annotated[list[str] | None, typer.Option(help="forget classes (default: from the sidecar)")] = None,
+    forget: Annotated[list[str] | None, typer.Option(
+        help="forget classes (default: from the sidecar: what an unlearned model forgot, what a retrained one "
+             "excluded)")] = None,
     arch: Annotated[str | None, typer.Option(
         help="architecture of a model saved as a plain state_dict: torchvision:NAME, timm:NAME or resnet18, "
         "vgg19_bn, cnn (applies to --original and --retrained too)")] = None,
@@ -209,45 +237,42 @@ def eval_(
     set_: SetOpt = None,
     device: DeviceOpt = None,
     original: Annotated[Path | None, typer.Option(help="the original model (accuracy drop, target UTV)")] = None,
-    retrained: Annotated[list[Path] | None, typer.Option(help="retrained model(s); two or more give the UTV floor")]
-    = None,
-    metrics: Annotated[str | None, typer.Option(
-        help="comma list of accuracy,mia,mia_nn,utv,reassignment,ulira,rmia (default: all but ulira,rmia)")] = None,
+    retrained: Annotated[list[Path] | None, typer.Option(
+        help="retrained model(s), one with the evaluated model's seed; two or more give the UTV floor")] = None,
+    metrics: Annotated[str | None, typer.Option(help=_metric_help())] = None,
     nearest: Annotated[str | None, typer.Option(help="MIA-NN's nearest class (default: from the retrained)")] = None,
     json_: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
     plots: Annotated[Path | None, typer.Option(help="folder for confusion-matrix and reassignment PNGs")] = None,
     samples: Annotated[Path | None, typer.Option(
         help="write per-sample logits and attack features of every model (.npz) for re-analysis")] = None,
-    shadows: Annotated[int, typer.Option(min=1, help="U-LIRA shadow pairs")] = 2,
-    reference_models: Annotated[int, typer.Option(min=1, help="RMIA reference models")] = 2,
-    train_samples: Annotated[int, typer.Option(min=0, help="train-split metrics on this many samples (0: all)")]
-    = 10000,
+    shadows: Annotated[int, typer.Option(min=1, help="U-LIRA shadow pairs")] = SETTINGS["shadows"],
+    reference_models: Annotated[int, typer.Option(min=1, help="RMIA reference models")] = SETTINGS["reference_models"],
+    train_samples: Annotated[int, typer.Option(
+        min=0, help="train-split metrics on a class-stratified subsample of this many samples (0: the whole split)")]
+    = 0,
+    eval_seed: Annotated[int, typer.Option(
+        min=0, help="the evaluation seed (subsamples, bootstrap): keep it the same for every model you compare")]
+    = 0,
     amp: Annotated[bool, typer.Option("--amp", help="run the models in bf16 autocast (~2x faster on CPU)")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --json file")] = False,
 ) -> None:
-    """Evaluate an unlearned (or any) model: accuracy, MIA, MIA-NN, UTV, reassignment, U-LIRA, RMIA.
+    """Evaluate an unlearned (or any) model: every registered metric that can run, each with its interval.
 
     \b
-    Example: fastforget eval --checkpoint runs/rwft-2-o --original runs/original --retrained runs/retrained-3
+    Example: fastforget eval --checkpoint runs/rwft --original runs/orig --retrained runs/retrained --json r.json
 
     \b
     A model trained elsewhere (a plain state_dict):
     fastforget eval --checkpoint my.pt --arch torchvision:resnet18 --data cifar10 --forget 3
     """
+    options = {"train_samples": train_samples, "seed": eval_seed, "amp": amp, "shadows": shadows,
+               "reference_models": reference_models}
     report = api.evaluate(checkpoint, data, forget=_split(forget), original=original, retrained=retrained or [],
                           arch=arch, metrics=_split([metrics]) if metrics else None, nearest=nearest, json_path=json_,
-                          plots_dir=plots, samples_path=samples,
-                          options={"shadows": shadows, "reference_models": reference_models,
-                                   "max_train_samples": train_samples, "amp": amp}, config=config,
+                          plots_dir=plots, samples_path=samples, options=options, config=config,
                           overrides=[*(set_ or []), *_device(device)], data_dir=data_dir, overwrite=overwrite)
-    rows = {label: report[key] for key, label in EVAL_ROWS if report.get(key) is not None}
-    if "mia_nn_class_name" in report:
-        rows["  MIA-NN class"] = f"{report['mia_nn_class_name']} (from {report['mia_nn_class_from']})"
-    for moved in report.get("reassignment", {}).get("reassigned", []):
-        names = report["classes"]
-        top = ", ".join(f"{names[s['class_index']]} {100 * s['share']:.0f}%" for s in moved["shares"][:3])
-        rows[f"{names[moved['forget_class']]} goes to"] = top
-    _echo_kv(f"{report['method']} on {report['dataset']}, forgetting {', '.join(report['forget_names'])}", rows)
+    _echo_kv(f"{report['method']} on {report['dataset']}, forgetting {', '.join(report['forget_names'])}; "
+             f"{_train_split_line(report)}", _eval_rows(report))
     for metric, reason in report["skipped"].items():
         typer.echo(f"skipped {metric}: {reason}")
     for written in (json_, samples):
@@ -264,6 +289,8 @@ def bench(
     = None,
     seeds: Annotated[int | None, typer.Option(help="number of seeds")] = None,
     device: DeviceOpt = None,
+    metrics: Annotated[str | None, typer.Option(help=_metric_help() + "; ulira and rmia train models of their own")]
+    = None,
     set_: SetOpt = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="if --out holds results of another config, move them to --out/superseded-HASH/ and "
@@ -272,15 +299,21 @@ def bench(
     """Run the grid (seeds x forget classes x methods x metrics); rerun the same command to resume.
 
     \b
-    Example: fastforget bench --config digits --methods original,retrain,rwft-2-o --forget 3 --out runs/grid
+    Example: fastforget bench --config digits --metrics accuracy,mia,mia_nn,utv,ulira,rmia --out runs/digits
     """
+    overrides = [*(set_ or []), *([_list_override("bench.metrics", _split([metrics]))] if metrics else [])]
     report = api.bench(config, out=out, methods=_split([methods]) if methods else None, forget=_split(forget),
-                       seeds=seeds, overrides=[*(set_ or []), *_device(device)], overwrite=overwrite)
+                       seeds=seeds, overrides=[*overrides, *_device(device)], overwrite=overwrite)
     _print_tables(report)
 
 
+def _list_override(key: str, values) -> str:
+    """A config override that sets `key` to a list of strings."""
+    return f"{key}=[{', '.join(repr(str(v)) for v in values)}]"
+
+
 def _print_tables(report: Path) -> None:
-    for name in ("table2_accuracy_mia", "table1_mia_nn", "table4_utv", "table3_ulira", "rmia", "runtime"):
+    for name in tables():
         table = report.parent / f"{name}.md"
         if table.is_file():
             typer.echo(f"\n{name}\n{table.read_text()}")
@@ -298,8 +331,9 @@ def demo(
     Example: fastforget demo --forget 5 --out runs/demo-5
     """
     typer.echo(f"fastforget demo: forgetting digit {forget} from a CNN trained on scikit-learn digits -> {out}")
-    report = api.bench("digits", out=out, forget=[forget],
-                       overrides=["bench.shadows=0", "bench.reference_models=0"])
+    # The default metrics, not U-LIRA and RMIA: they train many models of their own.
+    report = api.bench("digits", out=out, forget=[forget], overrides=[_list_override("bench.metrics",
+                                                                                     default_metrics())])
     _print_tables(report)
 
 

@@ -1,9 +1,10 @@
 """Shadow and reference models for the strong membership attacks, trained once and cached.
 
-U-LIRA needs N shadow originals (all data, different seeds) that the method under test then unlearns, and N
-shadow retrained models (without the forget classes). RMIA needs reference models trained on random halves of the
-training set. All of them go through `train_model`, are cached under a key of the config's data/model/train
-tables, and are reused across methods and across runs: a killed run resumes from the models it finished.
+U-LIRA needs N shadow originals (all data, different seeds) that the method under test then unlearns (the
+caller replays it: this module knows no method), and N shadow retrained models (without the forget classes).
+RMIA needs reference models trained on random halves of the training set. All of them go through `train_model`,
+are cached under a key of the config's data/model/train tables, and are reused across methods and across runs: a
+killed run resumes from the models it finished.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ from fastforget.runtime import progress_enabled
 from fastforget.train import train_model
 
 SHADOW_SEED_BASE = 10_000
+REPLAY_SEED_OFFSET = 10_000  # the method replayed on shadow i runs with its own seed, apart from every model's
+
+
+def replay_seed(index: int) -> int:
+    """The seed of the unlearning run replayed on shadow original `index`: never a shadow's or a target's seed,
+    so that replaying `retrain` gives a retrained model of its own, not a copy of shadow retrained `index`."""
+    return SHADOW_SEED_BASE + REPLAY_SEED_OFFSET + index
 
 log = logging.getLogger(__name__)
 

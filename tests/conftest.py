@@ -54,3 +54,13 @@ def digits_retrained(digits_cfg):
     from fastforget.train import train_model
 
     return train_model(digits_cfg, exclude=DIGITS_FORGET, seed=0)
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest):
+    """A fresh numpy generator per test, its seed printed so that a failure can be replayed."""
+    import numpy as np
+
+    seed = int.from_bytes(os.urandom(4), "little")
+    print(f"{request.node.name}: numpy seed {seed}")
+    return np.random.default_rng(seed)

@@ -140,9 +140,12 @@ def test_eval_prints_a_table_and_writes_json_and_plots(runs, tmp_path):
     report = json.loads(report_path.read_text())
     assert EVAL_CONTRACT <= set(report)
     assert report["forget"] == [3] and report["skipped"] == {}
-    assert "rwft-2-o on digits, forgetting 3" in run.out
-    for label, key in (("ACC_r test %", "acc_r_test"), ("MIA %", "mia"), ("UTV test", "utv_test")):
-        assert f"{label:<22} {report[key]:.2f}" in run.out
+    assert "rwft-2-o on digits, forgetting 3; train split: all 1,257 samples" in run.out
+    for label, key, digits in (("ACC_r ↑", "acc_r_test", 2), ("MIA % ↑", "mia", 2), ("UTV test ↓", "utv_test", 4)):
+        low, high = report[f"{key}_ci"]
+        assert f"{label:<22} {report[key]:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]" in run.out
+    mia_line = next(line for line in run.out.splitlines() if "MIA % ↑" in line)
+    assert ("uninformative (attack AUC" in mia_line) == (not report["mia_informative"])  # never a bare score
     assert f"wrote {report_path}" in run.out
     assert sorted(p.name for p in plots.iterdir()) == ["accuracy_drop.png", "confusion.png", "reassignment_3.png"]
 

@@ -1,6 +1,8 @@
-"""The evaluation runner on real digits models: the basic metrics against hand counts, and `api.evaluate` end to
-end with U-LIRA, RMIA, the JSON report, the plots and the shadow-model cache."""
+"""The evaluation runner on real digits models: the registered metrics against hand counts, the protocol around
+them (one evaluation seed, the whole training split, which retrained model UTV uses, what a checkpoint is), and
+`api.evaluate` end to end with U-LIRA, RMIA, intervals, the JSON report, the plots and the shadow-model cache."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -14,7 +16,8 @@ from fastforget.checkpoint import save_checkpoint
 from fastforget.config import load_config
 from fastforget.data import load_dataset
 from fastforget.errors import ConfigError
-from fastforget.evaluate import EvalOptions, Outputs, evaluate, model_outputs
+from fastforget.evaluate import evaluate, model_outputs, train_rows
+from fastforget.metrics import EvalOptions, Outputs, target_utv
 from fastforget.train import train_model
 
 SPEC_KEYS = {"acc_r_test", "acc_f_test", "acc_r_train", "acc_f_train", "mia", "mia_nn", "mia_nn_class", "utv_train",
@@ -77,6 +80,7 @@ def test_without_a_retrained_model_the_original_names_the_nearest_class_and_utv_
                                                                                            original_outputs):
     results, skipped = evaluate(original_outputs, digits, DIGITS_FORGET, original=original_outputs,
                                 options=EvalOptions(metrics=("mia_nn", "utv")))
+    assert "utv_target_test" not in results  # an original is no RWFT model: no target to report
     probs = original_outputs.test_probs.numpy().astype(np.float64)[_forget_rows(digits.test_labels)]
     mean = probs.mean(0)
     mean[DIGITS_FORGET] = -np.inf
@@ -125,10 +129,74 @@ def test_a_retrained_model_of_other_classes_is_refused(saved, forget):
         api.evaluate(saved["original"], forget=forget, retrained=[saved["retrained"]])
 
 
+def test_every_model_of_a_comparison_is_attacked_on_the_same_rows(saved, tmp_path, digits_original):
+    """The SVM attacks subsample with the evaluation seed, not the checkpoint's: the same model saved with two
+    seeds gets the same attack (it did not: the held-out split followed the sidecar's seed)."""
+    for seed in (0, 7):
+        save_checkpoint(tmp_path / f"s{seed}", digits_original.model, {**digits_original.meta, "seed": seed})
+    reports = [api.evaluate(tmp_path / f"s{seed}", forget=["3"], retrained=[saved["retrained"]],
+                            metrics=["mia", "mia_nn"]) for seed in (0, 7)]
+    for key in ("mia", "mia_attack_auc", "mia_nn", "mia_nn_attack_auc"):
+        assert reports[0][key] == reports[1][key], key
+    assert reports[0]["eval_seed"] == reports[1]["eval_seed"] == 0
+    assert api.evaluate(tmp_path / "s7", forget=["3"], metrics=["mia"], options={"seed": 3})["eval_seed"] == 3
+
+
+def test_the_whole_training_split_is_evaluated_unless_a_subsample_is_asked_for(data_root, saved):
+    mnist = load_dataset("mnist", data_root)
+    assert len(train_rows(mnist, EvalOptions().train_samples)) == 60000  # was a 10,000-sample subsample
+    report = api.evaluate(saved["original"], forget=["3"], metrics=["accuracy"])
+    assert report["train_samples_evaluated"] == report["train_samples_total"] == 1257
+    sub = api.evaluate(saved["original"], forget=["3"], metrics=["accuracy"], options={"train_samples": 500})
+    assert abs(sub["train_samples_evaluated"] - 500) <= 10
+
+
+def test_a_retrained_checkpoint_forgets_what_it_excluded_and_is_called_retrain(saved):
+    report = api.evaluate(saved["retrained"], metrics=["accuracy"])  # no --forget: the sidecar's `excluded`
+    assert report["forget"] == DIGITS_FORGET and report["method"] == "retrain"
+    assert report["acc_f_test"] == 0.0
+
+
+def test_utv_uses_the_retrained_model_of_the_same_seed(saved, tmp_path, digits_retrained):
+    other = copy.deepcopy(digits_retrained.model)  # another seed's model: other weights (identical ones are refused)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    save_checkpoint(tmp_path / "retrained-s5", other, {**digits_retrained.meta, "seed": 5})
+    with pytest.raises(ConfigError, match=r"seed 0.*\[5\].*--seed 0"):
+        api.evaluate(saved["original"], forget=["3"], retrained=[tmp_path / "retrained-s5"], metrics=["utv"])
+    report = api.evaluate(saved["original"], forget=["3"], retrained=[tmp_path / "retrained-s5", saved["retrained"]],
+                          metrics=["utv"])
+    assert report["retrained_seeds"] == [0, 5] and report["retrained"][0] == str(saved["retrained"])
+
+
+@pytest.mark.parametrize("reassign", ["proportional", "max-class"])
+def test_target_utv_follows_the_methods_reassignment_rule(saved, tmp_path, digits, digits_original,
+                                                         original_outputs, retrained_outputs, reassign):
+    """An RWFT model records its `reassign` rule; the target UTV builds q* with it (it always used proportional)."""
+    meta = {**digits_original.meta, "method": "rwft-2-o", "forget": [3], "hyperparameters": {"reassign": reassign}}
+    save_checkpoint(tmp_path / "rwft", digits_original.model, meta)
+    report = api.evaluate(tmp_path / "rwft", original=saved["original"], retrained=[saved["retrained"]],
+                          metrics=["utv"])
+    rows = digits.test_labels == 3
+    expected = target_utv(original_outputs.test[rows], retrained_outputs.test_probs[rows], [3], reassign=reassign)
+    assert report["utv_target_test"] == pytest.approx(expected.utv, abs=1e-6)
+    assert report["utv_target_reassign"] == reassign
+
+
+@pytest.mark.parametrize("metric, option, fragment", [("ulira", {"shadows": 1}, "--shadows"),
+                                                      ("rmia", {"reference_models": 1}, "--reference-models")])
+def test_too_few_attack_models_is_a_clear_error_before_anything_trains(saved, monkeypatch, metric, option,
+                                                                       fragment):
+    monkeypatch.setattr(shadows, "train_model", lambda *a, **k: pytest.fail("trained a model for a refused run"))
+    with pytest.raises(ConfigError, match=fragment):
+        api.evaluate(saved["retrained"], retrained=[saved["retrained"]], metrics=[metric], options=option)
+
+
 # --- U-LIRA, RMIA, JSON and plots through api.evaluate -------------------------------------------------------------
 
-SMALL_RECIPE = ["train.epochs=4", "model.width=8"]  # recorded in the sidecar: shadow models train with it too
-STRONG_OPTIONS = {"shadows": 2, "reference_models": 2}
+# Recorded in the sidecar: shadow models train with it too (bf16 autocast is slower for this CNN on CPU).
+SMALL_RECIPE = ["train.epochs=4", "model.width=8", "train.amp=false"]
+STRONG_OPTIONS = {"shadows": 2, "reference_models": 2}  # + the target's own pair: 3 U-LIRA pairs
 
 
 @pytest.fixture(scope="module")
@@ -152,11 +220,16 @@ def full_report(small_unlearned, saved) -> dict:
 def test_ulira_and_rmia_run_end_to_end_and_return_values_in_range(full_report):
     assert full_report["skipped"] == {}
     assert 0.0 <= full_report["ulira"] <= 100.0
-    assert full_report["ulira_pairs"] == 2
+    assert full_report["ulira_pairs"] == 3 and full_report["ulira_shadow_pairs"] == 2
     assert full_report["ulira_samples"] == 128  # every training sample of digit 3
-    assert full_report["rmia_reference_models"] == 2
+    assert full_report["rmia_reference_models"] == 2 and full_report["rmia_a_tuned"]
     for key in ("rmia_auc_f", "rmia_auc_r", "rmia_tpr_at_1pct_fpr_f", "rmia_tpr_at_1pct_fpr_r"):
         assert 0.0 <= full_report[key] <= 1.0, key
+    assert full_report["rmia_auc_f"] != 0.5  # RWFT's p_f ~ 0 tied every forget sample at exactly 0.5
+    for key in ("acc_f_test", "mia_nn", "utv_test", "ulira", "rmia_auc_f"):
+        low, high = full_report[f"{key}_ci"]
+        assert low <= full_report[key] <= high, key
+    assert isinstance(full_report["mia_informative"], bool)
 
 
 def test_rmia_finds_no_membership_where_train_and_test_accuracy_agree(full_report):
@@ -199,19 +272,17 @@ def test_a_second_run_reuses_the_cached_shadow_and_reference_models(full_report,
 
 
 def test_train_split_metrics_on_a_stratified_subsample(digits_original, digits_retrained):
-    """Large training splits are evaluated on a seeded, class-stratified subsample shared by every model."""
-    from fastforget.evaluate import EvalOptions, model_outputs, train_rows
-
+    """On request, training splits are evaluated on a seeded, class-stratified subsample shared by every model."""
     dataset = load_dataset("digits")
     rows = train_rows(dataset, 500)
     assert torch.equal(rows, train_rows(dataset, 500)) and torch.equal(rows, rows.sort().values)
     counts = torch.bincount(dataset.train_labels[rows], minlength=10).float()
     share = torch.bincount(dataset.train_labels, minlength=10).float() / len(dataset.train_labels)
     assert abs(len(rows) - 500) <= 10 and torch.allclose(counts / len(rows), share, atol=0.01)
-    options = EvalOptions(metrics=("accuracy", "utv"), max_train_samples=500)
+    options = EvalOptions(metrics=("accuracy", "utv"), train_samples=500)
     results, _ = evaluate(digits_original.model, dataset, DIGITS_FORGET, retrained=[digits_retrained.model],
                           options=options)
-    assert results["train_samples_evaluated"] == len(rows)
+    assert results["train_samples_evaluated"] == len(rows) and results["train_samples_total"] == 1257
     out = model_outputs(digits_original.model, dataset, rows)
     forget_rows = rows[dataset.train_labels[rows] == DIGITS_FORGET[0]]
     p = out.train_probs_at(forget_rows).double().numpy()

@@ -61,12 +61,13 @@ def test_per_sample_file_holds_what_the_metrics_saw(tmp_path):
                            retrained=[_outputs(dataset, 3)], nearest=2)
     saved = np.load(path)
     np.testing.assert_array_equal(saved["unlearned_test_logits"], unlearned.test.numpy())
-    np.testing.assert_array_equal(saved["train_labels"], dataset.train_labels.numpy())
+    np.testing.assert_array_equal(saved["unlearned_train_labels"], dataset.train_labels.numpy())
     probs = np.exp(original.train.double().numpy())
     probs /= probs.sum(1, keepdims=True)
     labels = dataset.train_labels.numpy()
-    np.testing.assert_allclose(saved["original_train_mia"], probs[np.arange(len(labels)), labels], rtol=1e-12)
-    np.testing.assert_allclose(saved["original_train_mia_nn"], probs[:, 2], rtol=1e-12)
+    # the metrics' own probabilities are float32 softmax: within float32 rounding of the float64 oracle
+    np.testing.assert_allclose(saved["original_train_mia"], probs[np.arange(len(labels)), labels], rtol=1e-5)
+    np.testing.assert_allclose(saved["original_train_mia_nn"], probs[:, 2], rtol=1e-5)
     assert "retrained0_test_logits" in saved and list(saved["classes"]) == CLASSES and int(saved["mia_nn_class"]) == 2
 
 

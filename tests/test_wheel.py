@@ -78,4 +78,4 @@ def test_wheel_in_a_fresh_venv_runs_digits(wheel, tmp_path):
     _run([cli, "unlearn", "--config", "digits", "--method", "rwft-o", "--checkpoint", "runs/original", "--forget",
           "3", "--hp", "epochs=1", "--out", "runs/rwft-o"], cwd=tmp_path, env=env)
     report = _run([cli, "eval", "--checkpoint", "runs/rwft-o", "--metrics", "accuracy"], cwd=tmp_path, env=env)
-    assert "ACC_f test" in report.stdout
+    assert "ACC_f" in report.stdout

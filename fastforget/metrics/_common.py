@@ -36,22 +36,28 @@ def to_numpy(x: ArrayLike) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def to_float64(x: ArrayLike, name: str) -> np.ndarray:
-    """Any tensor (bf16 and CUDA included) or array-like as a finite float64 numpy array."""
+def to_float64(x: ArrayLike, name: str, *, logits: bool = False) -> np.ndarray:
+    """Any tensor (bf16 and CUDA included) or array-like as a float64 numpy array: finite, except that logits
+    may be -inf (a masked class, as RW-mask's)."""
     if isinstance(x, torch.Tensor):
         array = x.detach().to(device="cpu", dtype=torch.float64).numpy()
     else:
         array = np.asarray(x, dtype=np.float64)
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} holds NaN or infinite values: check the model outputs that produced it")
+    check_finite(array, name, logits=logits)
     return array
 
 
-def check_probabilities(x: np.ndarray, name: str) -> None:
+def check_finite(x: np.ndarray | torch.Tensor, name: str, *, logits: bool = False) -> None:
+    bad = (x != x) | (x == np.inf) if logits else ~(np.isfinite(x) if isinstance(x, np.ndarray) else x.isfinite())
+    if bool(bad.any()):
+        raise ValueError(f"{name} holds NaN or infinite values: check the model outputs that produced it")
+
+
+def check_probabilities(x: np.ndarray | torch.Tensor, name: str) -> None:
     """Reject rows that are not distributions, which nearly always means logits were passed by mistake."""
-    if x.size == 0:
+    if x.shape[-2] == 0:
         return
-    deviation = float(np.abs(x.sum(-1) - 1).max())
+    deviation = float(abs(x.sum(-1) - 1).max())
     if x.min() < -1e-6 or deviation > PROBABILITY_SUM_TOLERANCE:
         raise ValueError(
             f"{name} does not hold probabilities (rows must be non-negative and sum to 1; largest deviation "
@@ -61,7 +67,7 @@ def check_probabilities(x: np.ndarray, name: str) -> None:
 
 def as_outputs(x: ArrayLike, name: str, *, ndim: int = 2, probabilities: bool = True) -> np.ndarray:
     """Model outputs of shape [..., N, K] with exactly `ndim` dimensions, as float64."""
-    array = to_float64(x, name)
+    array = to_float64(x, name, logits=not probabilities)
     if array.ndim != ndim or array.shape[-1] < 2:
         layout = "[" + ", ".join(["M"] * (ndim - 2) + ["N", "K"]) + "]"
         raise ValueError(f"{name} must have shape {layout} with K >= 2 classes, got shape {tuple(array.shape)}")
@@ -75,12 +81,13 @@ def as_model_stack(outputs: ArrayLike | Sequence[ArrayLike], name: str, *, proba
     if isinstance(outputs, (list, tuple)):
         if not outputs:
             raise ValueError(f"{name} is an empty list: pass the outputs of at least one model")
-        arrays = [to_float64(model_outputs, f"{name}[{i}]") for i, model_outputs in enumerate(outputs)]
+        arrays = [to_float64(model_outputs, f"{name}[{i}]", logits=not probabilities)
+                  for i, model_outputs in enumerate(outputs)]
         if len({array.shape for array in arrays}) > 1:
             raise ValueError(f"the models in {name} have outputs of different shapes "
                              f"{[array.shape for array in arrays]}: evaluate every model on the same samples")
         outputs = np.stack(arrays)
-    stack = to_float64(outputs, name)
+    stack = to_float64(outputs, name, logits=not probabilities)
     return as_outputs(stack[None] if stack.ndim == 2 else stack, name, ndim=3, probabilities=probabilities)
 
 

@@ -3,14 +3,19 @@
 A model retrained without class f sends f's samples to a similar retained class n (automobile -> truck). An
 unlearned model that only suppresses f, and sends its samples elsewhere, gives itself away on class n.
 
-Protocol "section3" (the default, Table 1): feature = the model's probability of class n. An SVM (the MIA's
-settings: RBF, C=3, gamma="auto") learns test samples of class n (member, 1) against test samples outside F and
-n (non-member, 0), balanced by subsampling the larger side, each side capped at `max_per_side` (seeded). The
-score is the FRACTION (not percent) of D_test_f that it calls non-member: lower is better, a retrained model
-scores near 0 because it puts D_test_f's mass on n just as class n's own samples get it.
+Both protocols use the model's probability of class n as the feature and the MIA's SVM (RBF, C=3,
+gamma="auto"; balanced by subsampling the larger side, each side capped at `max_per_side`, seeded), and both
+score the attack's success on the forget class: the FRACTION (not percent) of its samples on which it sees that
+they were not reassigned to n. Lower is better; a retrained model scores near 0.
 
-Protocol "appendix" (A.1's second list): the same feature and SVM, members = D_train_r without class n,
-non-members = the test samples of n, evaluated on the training samples of n (fraction called non-member).
+Protocol "section3" (the default, Table 1): members (1) = test samples of class n, non-members (0) = test samples
+outside F and n; evaluated on D_test_f, score = fraction called non-member (not like n).
+
+Protocol "appendix" (A.1's second list): members = D_train_r without class n, non-members = the test samples of
+n; evaluated on the forgotten class's training samples D_train_f (the text says "forgotten truck samples from the
+training set", which cannot be meant: truck is retained, and scoring class n never involves f, so every model
+scored 1.0), score = fraction called member: D_train_f samples whose p_n looks like the retained training set's
+rather than like class n's own.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from typing import Literal
 import numpy as np
 
 from fastforget.metrics._common import ArrayLike, MetricResult, as_forget, as_labels, as_outputs, check_same_classes
-from fastforget.metrics.mia import fit_membership_svm
+from fastforget.metrics.intervals import Interval, bootstrap_mean
+from fastforget.metrics.mia import MAX_PER_SIDE, fit_membership_svm
+from fastforget.metrics.registry import Column, EvalContext, Skip, register
 
 NearestMode = Literal["most_predicted", "highest_mean"]
 Protocol = Literal["section3", "appendix"]
@@ -50,7 +57,9 @@ def nearest_class(probs_test_f: ArrayLike, forget: int | Iterable[int], mode: Ne
 
 @dataclass
 class MIANNResult(MetricResult):
-    score: float  # FRACTION of the evaluated samples called non-member
+    score: float  # FRACTION of the evaluated forget samples on which the attack succeeds
+    score_ci: Interval  # bootstrap over the evaluated samples (the fitted attack held fixed)
+    informative: bool  # False: the attack cannot tell its own two sets apart
     nearest_class: int
     protocol: str
     n_per_side: int
@@ -59,11 +68,12 @@ class MIANNResult(MetricResult):
     seed: int
     attack_heldout_balanced_accuracy: float  # percent
     attack_heldout_auc: float
+    attack_null_band: Interval
 
 
 def mia_nn(probs_test: ArrayLike, labels_test: ArrayLike, forget: int | Iterable[int], nearest: int, *,
            protocol: Protocol = "section3", probs_train: ArrayLike | None = None,
-           labels_train: ArrayLike | None = None, max_per_side: int = 2000, seed: int = 0,
+           labels_train: ArrayLike | None = None, max_per_side: int = MAX_PER_SIDE, seed: int = 0,
            heldout_fraction: float = 0.25) -> MIANNResult:
     """MIA-NN score through class `nearest` (see `nearest_class`); "appendix" also needs the training split."""
     probs_test = as_outputs(probs_test, "probs_test")
@@ -87,15 +97,20 @@ def mia_nn(probs_test: ArrayLike, labels_test: ArrayLike, forget: int | Iterable
         train_feature = probs_train[:, nearest]
         members = train_feature[~np.isin(labels_train, [*forget, nearest])]
         nonmembers = test_feature[labels_test == nearest]
-        evaluated = train_feature[labels_train == nearest]
+        evaluated = train_feature[np.isin(labels_train, forget)]
     else:
         raise ValueError(f"unknown MIA-NN protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
     if len(evaluated) == 0:
-        raise ValueError(f"protocol {protocol!r} has no sample to evaluate: the split lacks the classes it scores")
+        raise ValueError(f"protocol {protocol!r} has no forget sample to evaluate: the split lacks the forget classes")
     attack = fit_membership_svm(members, nonmembers, max_per_side=max_per_side, seed=seed,
                                 heldout_fraction=heldout_fraction)
+    nonmember = attack.nonmember_calls(evaluated)
+    # section3: called non-member (unlike class n); appendix: called member (like the retained training set)
+    successes = nonmember if protocol == "section3" else 1.0 - nonmember
     return MIANNResult(
-        score=attack.nonmember_fraction(evaluated),
+        score=float(successes.mean()),
+        score_ci=bootstrap_mean(successes, seed=seed),
+        informative=attack.informative,
         nearest_class=int(nearest),
         protocol=protocol,
         n_per_side=attack.n_per_side,
@@ -104,4 +119,39 @@ def mia_nn(probs_test: ArrayLike, labels_test: ArrayLike, forget: int | Iterable
         seed=seed,
         attack_heldout_balanced_accuracy=attack.heldout_balanced_accuracy,
         attack_heldout_auc=attack.heldout_auc,
+        attack_null_band=attack.heldout_null_band,
     )
+
+
+def _nearest(ctx: EvalContext) -> tuple[int, str]:
+    """MIA-NN's class n: given, else the retrained model's most predicted, else the original's highest mean."""
+    given = ctx.setting("nearest")
+    if given is not None:
+        return int(given), "given"
+    if ctx.retrained:
+        return nearest_class(ctx.retrained[0].test_probs[ctx.splits.test_f], ctx.forget), "retrained"
+    if ctx.original is not None:
+        return nearest_class(ctx.original.test_probs[ctx.splits.test_f], ctx.forget, mode="highest_mean"), "original"
+    raise Skip("needs the nearest class: give --retrained, --original or --nearest")
+
+
+def _notes(results: dict, classes: list[str]) -> list[tuple[str, str]]:
+    return [("  MIA-NN class", f"{results['mia_nn_class_name']} (from {results['mia_nn_class_from']}, "
+                               f"protocol {results['mia_nn_protocol']})")]
+
+
+@register("mia_nn", summary="the paper's nearest-class attack (Table 1): fraction of forget samples not "
+                            "reassigned like the nearest retained class",
+          table="table1_mia_nn", title="Table 1 form: MIA-NN",
+          columns=[Column("mia_nn", "MIA-NN", "lower", decimals=4, informative="mia_nn_informative",
+                          evidence="mia_nn_attack_auc")],
+          settings={"nearest": None, "mia_nn_protocol": "section3"}, notes=_notes)
+def compute_mia_nn(ctx: EvalContext) -> dict:
+    nearest, source = _nearest(ctx)
+    m = mia_nn(ctx.target.test_probs, ctx.dataset.test_labels, ctx.forget, nearest,
+               protocol=ctx.setting("mia_nn_protocol"), probs_train=ctx.target.train_probs_at(ctx.rows),
+               labels_train=ctx.labels_train, max_per_side=ctx.setting("max_per_side"), seed=ctx.seed)
+    return {"mia_nn": m.score, "mia_nn_ci": m.score_ci, "mia_nn_informative": m.informative,
+            "mia_nn_attack_auc": m.attack_heldout_auc, "mia_nn_attack_null_band": m.attack_null_band,
+            "mia_nn_class": nearest, "mia_nn_class_name": ctx.dataset.classes[nearest], "mia_nn_class_from": source,
+            "mia_nn_protocol": m.protocol}

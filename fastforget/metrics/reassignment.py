@@ -13,6 +13,7 @@ import numpy as np
 
 from fastforget.metrics._common import ArrayLike, MetricResult, as_forget, as_labels, as_outputs
 from fastforget.metrics.accuracy import per_class_accuracy
+from fastforget.metrics.registry import EvalContext, register
 
 
 def confusion_matrix(labels: ArrayLike, predictions: ArrayLike, num_classes: int) -> np.ndarray:
@@ -85,3 +86,20 @@ def reassignment(probs: ArrayLike, labels: ArrayLike, forget: int | Iterable[int
              for c in range(num_classes) if c not in forget and before[c] is not None),
             key=lambda entry: -entry.drop)
     return ReassignmentResult(confusion.tolist(), reassigned, accuracy_drop)
+
+
+def _notes(results: dict, classes: list[str]) -> list[tuple[str, str]]:
+    rows = []
+    for moved in results["reassignment"]["reassigned"]:
+        top = ", ".join(f"{classes[s['class_index']]} {100 * s['share']:.0f}%" for s in moved["shares"][:3])
+        rows.append((f"{classes[moved['forget_class']]} goes to", top))
+    return rows
+
+
+@register("reassignment", summary="where the forgotten classes' test samples go, and what each retained class lost",
+          notes=_notes)
+def compute_reassignment(ctx: EvalContext) -> dict:
+    result = reassignment(ctx.target.test_probs, ctx.dataset.test_labels, ctx.forget,
+                          probs_original=ctx.original.test_probs if ctx.original is not None else None).as_dict()
+    return {"reassignment": {"reassigned": result["reassigned"], "accuracy_drop": result["accuracy_drop"]},
+            "confusion_test": result["confusion"]}

@@ -1,35 +1,39 @@
-"""RMIA (Zarifzadeh et al. 2024): membership scores from likelihood ratios against a population, as AUCs.
+"""RMIA (Zarifzadeh et al. 2024): membership scores from likelihood ratios against reference models, as AUCs.
 
 For a sample x with label y, Pr(x|theta) = p_theta(y|x) under the target model, and Pr(x) is its average over
-reference models trained on random halves of the data. A sample is compared with population samples z (drawn
-from the same distribution, used to train neither the target nor, ideally, the references):
+reference models trained on random halves of the training split. Offline (the references never train on the
+samples scored as unseen, so they cannot tell those apart by construction), Pr(x) uses the OUT references alone,
+P_out(x) = mean of p(y|x) over the references that did not train on x, and approximates the IN side linearly:
+Pr(x) = ((1 + a) * P_out(x) + (1 - a)) / 2.
 
-    LR(x, z) = (Pr(x|theta) / Pr(x)) / (Pr(z|theta) / Pr(z)),   score(x) = fraction of z with LR(x, z) >= gamma.
+The score is the ratio Pr(x|theta) / Pr(x), computed in log space from logits. RMIA's pairwise test against
+population samples z, score(x) = fraction of z with ratio(x) / ratio(z) >= gamma, is a monotone function of
+ratio(x) for a fixed population, so it has the same AUC and TPR wherever it does not saturate; but after
+forgetting, every forget sample's ratio lies below every population sample's, all of their scores tie at 0, and
+the forget-set AUC collapsed to exactly 0.5 for any model with p_f ~ 0. The ratio itself keeps ranking them:
+log p_f of -20 and of -25 are different answers. (Only outputs that carry nothing, such as RW-mask's -inf
+forget logits, tie.)
 
-Pr(s) for any sample s is (P_in(s) + P_out(s)) / 2, where P_out (P_in) is the mean of p(y|s) over the
-reference models that did not (did) train on s, as given by the in-masks:
-- "offline" uses OUT models only and approximates P_in(s) = a * P_out(s) + (1 - a), i.e.
-  Pr(s) = ((1 + a) * P_out(s) + (1 - a)) / 2; the paper tunes a per data set (0.3 is its CIFAR-10 value);
-- "online" uses the IN models' mean as P_in wherever a sample has IN models, the offline approximation where
-  it has none (population samples, typically). Without in-masks every reference counts as OUT.
-Every sample needs at least one OUT reference model.
+`a` is tuned on the reference models, as the RMIA paper does: each reference in turn plays the target (its own
+training half is known), the others are its references, and the `a` of the grid with the highest mean AUC wins.
 
 The unlearning evaluation asks whether the AUC of training against unseen samples of the forget classes
 (D_train_f vs D_test_f) has fallen to the retrained model's level (about 0.5), while that of the retained classes
-(D_train_r vs D_test_r) stays as it was. TPR at 1% FPR is reported beside each AUC.
+(D_train_r vs D_test_r) stays as the original's. TPR at 1% FPR is reported beside each AUC, and each AUC has a
+bootstrap interval (members and non-members resampled separately).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+import torch
+from scipy.special import log_softmax, logsumexp
 
+from fastforget.errors import ConfigError
 from fastforget.metrics._common import (
-    PROBABILITY_FLOOR,
     ArrayLike,
     MetricResult,
     as_forget,
@@ -37,14 +41,14 @@ from fastforget.metrics._common import (
     as_model_stack,
     as_outputs,
     check_same_classes,
-    to_float64,
     to_numpy,
-    true_class_probability,
 )
+from fastforget.metrics.intervals import Interval, auc_of, bootstrap_auc
+from fastforget.metrics.registry import Column, EvalContext, register
 
-Mode = Literal["offline", "online"]
-MODES: tuple[str, ...] = ("offline", "online")
 LOW_FPR = 0.01
+A_GRID: tuple[float, ...] = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
+REFERENCE_MODELS = 4
 
 
 def as_mask(mask: ArrayLike | None, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -57,55 +61,65 @@ def as_mask(mask: ArrayLike | None, name: str, shape: tuple[int, ...]) -> np.nda
     return array
 
 
-def marginal_probability(reference: np.ndarray, reference_in: np.ndarray, *, mode: Mode, a: float) -> np.ndarray:
-    """Pr(s) from true-label probabilities of the reference models [R, n] and their in-masks [R, n]: [n]."""
+def true_class_log_probability(outputs: np.ndarray, labels: np.ndarray, *, from_logits: bool) -> np.ndarray:
+    """log p(y|x) for outputs [..., n, K] and labels [n]: [..., n] (-inf where p is exactly 0)."""
+    with np.errstate(divide="ignore"):
+        log_probs = log_softmax(outputs, axis=-1) if from_logits else np.log(outputs)
+    index = np.broadcast_to(labels[:, None], (*log_probs.shape[:-1], 1))
+    return np.take_along_axis(log_probs, index, axis=-1)[..., 0]
+
+
+def log_marginal(reference: np.ndarray, reference_in: np.ndarray, a: float) -> np.ndarray:
+    """Offline log Pr(x) from the references' true-class log-probabilities [R, n] and in-masks [R, n]: [n]."""
+    if not 0.0 <= a <= 1.0:
+        raise ValueError(f"RMIA needs 0 <= a <= 1, got a={a}")
     is_out = ~reference_in
     n_out = is_out.sum(0)
     if (n_out == 0).any():
         raise ValueError(f"{int((n_out == 0).sum())} samples have no OUT reference model (every reference trained "
                          "on them): RMIA needs at least one model per sample that did not see it")
-    p_out = np.where(is_out, reference, 0.0).sum(0) / n_out
-    p_in = a * p_out + (1.0 - a)
-    if mode == "online":
-        n_in = reference_in.sum(0)
-        p_in = np.where(n_in > 0, np.where(reference_in, reference, 0.0).sum(0) / np.maximum(n_in, 1), p_in)
-    elif mode != "offline":
-        raise ValueError(f"unknown RMIA mode {mode!r}: choose one of {', '.join(MODES)}")
-    return 0.5 * (p_in + p_out)
+    log_p_out = logsumexp(np.where(is_out, reference, -np.inf), axis=0) - np.log(n_out)
+    with np.errstate(divide="ignore"):
+        return np.log(0.5) + np.logaddexp(np.log1p(a) + log_p_out, np.log(1.0 - a))
 
 
-def rmia_scores(target_x: ArrayLike, reference_x: ArrayLike, target_z: ArrayLike, reference_z: ArrayLike, *,
-                reference_in_x: ArrayLike | None = None, reference_in_z: ArrayLike | None = None,
-                mode: Mode = "offline", a: float = 0.3, gamma: float = 1.0) -> np.ndarray:
-    """RMIA score per sample x from true-label probabilities: target [n] and references [R, n] on x, target [m]
-    and references [R, m] on z; in-masks [R, n] and [R, m] (None: no reference trained on those samples).
+def log_ratio(target: np.ndarray, reference: np.ndarray, reference_in: np.ndarray, a: float) -> np.ndarray:
+    """RMIA's score log(Pr(x|theta) / Pr(x)) per sample, from true-class log-probabilities."""
+    return target - log_marginal(reference, reference_in, a)
 
-    The fraction of z with LR(x, z) >= gamma equals the fraction with ratio(z) <= ratio(x) / gamma, counted by
-    binary search in a sorted copy instead of over all n x m pairs.
+
+def tune_a(reference: np.ndarray, reference_in: np.ndarray, grid: Iterable[float] = A_GRID
+           ) -> tuple[float, dict[float, float]]:
+    """The `a` whose scores best separate each reference model's own members, the others as its references.
+
+    `reference` [R, n] true-class log-probabilities, `reference_in` [R, n]; samples without an OUT model among
+    the others are left out of that round. Returns (best a, {a: mean AUC}).
     """
-    if not 0.0 <= a <= 1.0 or not gamma > 0.0:
-        raise ValueError(f"RMIA needs 0 <= a <= 1 and gamma > 0, got a={a}, gamma={gamma}")
-    signals = {name: to_float64(array, name) for name, array in
-               (("target_x", target_x), ("reference_x", reference_x), ("target_z", target_z),
-                ("reference_z", reference_z))}
-    for side in ("x", "z"):
-        target, reference = signals[f"target_{side}"], signals[f"reference_{side}"]
-        if target.ndim != 1 or reference.ndim != 2 or reference.shape[1] != len(target):
-            raise ValueError(f"target_{side} {target.shape} and reference_{side} {reference.shape} must be [n] and "
-                             "[R, n]: true-label probabilities of the target and of R reference models")
-    if len(signals["reference_x"]) != len(signals["reference_z"]) or not len(signals["target_z"]):
-        raise ValueError("reference_x and reference_z must come from the same reference models, and the "
-                         "population z must not be empty")
-    in_x = as_mask(reference_in_x, "reference_in_x", signals["reference_x"].shape)
-    in_z = as_mask(reference_in_z, "reference_in_z", signals["reference_z"].shape)
+    if len(reference) < 2:
+        raise ValueError("tuning a needs at least 2 reference models (one plays the target)")
+    mean_auc = {}
+    for a in grid:
+        aucs = []
+        for r in range(len(reference)):
+            others = np.arange(len(reference)) != r
+            usable = (~reference_in[others]).any(0)
+            members = reference_in[r, usable]
+            if members.all() or not members.any():
+                continue
+            scores = log_ratio(reference[r, usable], reference[others][:, usable], reference_in[others][:, usable], a)
+            aucs.append(auc_of(scores[members], scores[~members]))
+        mean_auc[float(a)] = float(np.mean(aucs)) if aucs else 0.5
+    best = max(mean_auc, key=lambda a: (mean_auc[a], -abs(a - 0.5)))
+    return best, mean_auc
 
-    def ratio(target: np.ndarray, reference: np.ndarray, reference_in: np.ndarray) -> np.ndarray:
-        marginal = marginal_probability(reference, reference_in, mode=mode, a=a)
-        return np.maximum(target, PROBABILITY_FLOOR) / np.maximum(marginal, PROBABILITY_FLOOR)
 
-    ratio_z = np.sort(ratio(signals["target_z"], signals["reference_z"], in_z))
-    ratio_x = ratio(signals["target_x"], signals["reference_x"], in_x)
-    return np.searchsorted(ratio_z, ratio_x / gamma, side="right") / len(ratio_z)
+def tpr_at_fpr(scores: np.ndarray, members: np.ndarray, fpr: float = LOW_FPR) -> float:
+    """The highest fraction of members scored above a threshold that at most `fpr` of non-members exceed."""
+    nonmembers = np.sort(scores[~members])[::-1]
+    allowed = int(np.floor(fpr * len(nonmembers)))
+    if allowed >= len(nonmembers):
+        return 1.0
+    return float((scores[members] > nonmembers[allowed]).mean())
 
 
 @dataclass
@@ -113,17 +127,18 @@ class MembershipSeparation(MetricResult):
     """How well scores tell training (member) from unseen samples of one set; None without both kinds."""
 
     auc: float | None
+    auc_ci: Interval | None
     tpr_at_1pct_fpr: float | None
     n_members: int
     n_nonmembers: int
 
 
-def membership_separation(scores: np.ndarray, members: np.ndarray) -> MembershipSeparation:
+def membership_separation(scores: np.ndarray, members: np.ndarray, *, seed: int = 0) -> MembershipSeparation:
     n_members, n_nonmembers = int(members.sum()), int((~members).sum())
     if not n_members or not n_nonmembers:
-        return MembershipSeparation(None, None, n_members, n_nonmembers)
-    fpr, tpr, _ = roc_curve(members, scores, drop_intermediate=False)  # keep every threshold near 1% FPR
-    return MembershipSeparation(float(roc_auc_score(members, scores)), float(tpr[fpr <= LOW_FPR].max()),
+        return MembershipSeparation(None, None, None, n_members, n_nonmembers)
+    return MembershipSeparation(auc_of(scores[members], scores[~members]),
+                                bootstrap_auc(scores, members, seed=seed), tpr_at_fpr(scores, members),
                                 n_members, n_nonmembers)
 
 
@@ -131,45 +146,72 @@ def membership_separation(scores: np.ndarray, members: np.ndarray) -> Membership
 class RMIAResult(MetricResult):
     forget: MembershipSeparation  # D_train_f vs D_test_f: a retrained model gives about 0.5
     retain: MembershipSeparation  # D_train_r vs D_test_r
-    mode: str
     a: float
-    gamma: float
+    a_tuned: bool
+    a_grid_auc: dict[str, float] | None  # mean AUC of the references on each other, per a of the grid
     n_reference: int
-    n_population: int
 
 
 def rmia(target_x: ArrayLike, labels_x: ArrayLike, members_x: ArrayLike, reference_x: ArrayLike,
-         target_z: ArrayLike, labels_z: ArrayLike, reference_z: ArrayLike, forget: int | Iterable[int], *,
-         reference_in_x: ArrayLike | None = None, reference_in_z: ArrayLike | None = None, mode: Mode = "offline",
-         a: float = 0.3, gamma: float = 1.0) -> RMIAResult:
-    """RMIA AUCs per set from probabilities: target [n, K] and references [R, n, K] on samples x (labels [n],
-    `members_x` [n] True for the target's training samples), the same on the population z ([m, K], [R, m, K]).
-
-    `reference_in_x` / `reference_in_z` [R, n] / [R, m] say which samples each reference model trained on.
-    For large reference sets, extract the true-label probabilities yourself and call `rmia_scores`.
-    """
-    target_x = as_outputs(target_x, "target_x")
-    target_z = as_outputs(target_z, "target_z")
-    reference_x = as_model_stack(reference_x, "reference_x", probabilities=True)
-    reference_z = as_model_stack(reference_z, "reference_z", probabilities=True)
-    for name, array in (("target_z", target_z), ("reference_x", reference_x), ("reference_z", reference_z)):
-        check_same_classes(target_x, array, "target_x", name)
-    (n, num_classes), m = target_x.shape, len(target_z)
-    if reference_x.shape[1] != n or reference_z.shape[1] != m:
-        raise ValueError(f"reference_x {reference_x.shape} and reference_z {reference_z.shape} must be [R, {n}, K] "
-                         f"and [R, {m}, K]: the reference models' outputs on the same samples as the target's")
+         forget: int | Iterable[int], *, reference_in_x: ArrayLike | None = None, a: float | None = None,
+         from_logits: bool = False, seed: int = 0) -> RMIAResult:
+    """RMIA AUCs per set from the target's outputs [n, K] and the references' [R, n, K] on samples x with labels
+    [n]; `members_x` [n] is True for the target's training samples and `reference_in_x` [R, n] says which samples
+    each reference trained on (None: none). `a` None tunes it on the references. Probabilities, or logits with
+    from_logits=True (exact where probabilities round to 0)."""
+    probabilities = not from_logits
+    target_x = as_outputs(target_x, "target_x", probabilities=probabilities)
+    reference_x = as_model_stack(reference_x, "reference_x", probabilities=probabilities)
+    check_same_classes(target_x, reference_x, "target_x", "reference_x")
+    n, num_classes = target_x.shape
+    if reference_x.shape[1] != n:
+        raise ValueError(f"reference_x {reference_x.shape} must be [R, {n}, K]: the reference models' outputs on "
+                         "the same samples as the target's")
     labels_x = as_labels(labels_x, "labels_x", length=n, num_classes=num_classes)
-    labels_z = as_labels(labels_z, "labels_z", length=m, num_classes=num_classes)
     members_x = as_mask(members_x, "members_x", (n,))
-
-    scores = rmia_scores(
-        true_class_probability(target_x, labels_x), true_class_probability(reference_x, labels_x),
-        true_class_probability(target_z, labels_z), true_class_probability(reference_z, labels_z),
-        reference_in_x=reference_in_x, reference_in_z=reference_in_z,
-        mode=mode, a=a, gamma=gamma)
+    reference_in = as_mask(reference_in_x, "reference_in_x", reference_x.shape[:2])
+    reference = true_class_log_probability(reference_x, labels_x, from_logits=from_logits)
+    grid_auc = None
+    if a is None:
+        a, grid_auc = tune_a(reference, reference_in)
+    scores = log_ratio(true_class_log_probability(target_x, labels_x, from_logits=from_logits), reference,
+                       reference_in, a)
     is_forget = np.isin(labels_x, as_forget(forget, num_classes))
     return RMIAResult(
-        forget=membership_separation(scores[is_forget], members_x[is_forget]),
-        retain=membership_separation(scores[~is_forget], members_x[~is_forget]),
-        mode=mode, a=a, gamma=gamma, n_reference=len(reference_x), n_population=m,
+        forget=membership_separation(scores[is_forget], members_x[is_forget], seed=seed),
+        retain=membership_separation(scores[~is_forget], members_x[~is_forget], seed=seed),
+        a=float(a), a_tuned=grid_auc is not None,
+        a_grid_auc=None if grid_auc is None else {f"{k:.2f}": v for k, v in grid_auc.items()},
+        n_reference=len(reference_x),
     )
+
+
+@register("rmia", summary="RMIA AUC of training vs unseen samples, forget and retained classes, with TPR at 1% "
+                          "FPR; reference models on random halves, offline, a tuned on them",
+          needs=("references",), default=False, table="rmia", title="RMIA",
+          columns=[Column("rmia_auc_f", "RMIA AUC f", "0.5", decimals=3),
+                   Column("rmia_tpr_at_1pct_fpr_f", "TPR@1%FPR f", "lower", decimals=3),
+                   Column("rmia_auc_r", "RMIA AUC r", "none", decimals=3),
+                   Column("rmia_tpr_at_1pct_fpr_r", "TPR@1%FPR r", "none", decimals=3)],
+          settings={"reference_models": REFERENCE_MODELS, "rmia_a": None})
+def compute_rmia(ctx: EvalContext) -> dict:
+    if ctx.setting("reference_models") < 2:
+        raise ConfigError(f"RMIA needs at least 2 reference models (paired halves: every sample has one that did "
+                          f"not train on it), got {ctx.setting('reference_models')}: raise --reference-models "
+                          f"(bench.reference_models), the default is {REFERENCE_MODELS}")
+    references = ctx.references_on(ctx.rows)
+    n_train, n_test = len(ctx.rows), len(ctx.dataset.test_labels)
+    result = rmia(
+        torch.cat([ctx.target.train_at(ctx.rows), ctx.target.test]),
+        torch.cat([ctx.labels_train, ctx.dataset.test_labels]),
+        torch.cat([torch.ones(n_train, dtype=torch.bool), torch.zeros(n_test, dtype=torch.bool)]),
+        torch.cat([references.train, references.test], dim=1),
+        ctx.forget,
+        reference_in_x=torch.cat([references.train_in, torch.zeros(len(references.train), n_test, dtype=torch.bool)],
+                                 dim=1),
+        a=ctx.setting("rmia_a"), from_logits=True, seed=ctx.seed)
+    results: dict = {"rmia_a": result.a, "rmia_a_tuned": result.a_tuned, "rmia_reference_models": result.n_reference}
+    for side, separation in (("f", result.forget), ("r", result.retain)):
+        results |= {f"rmia_auc_{side}": separation.auc, f"rmia_auc_{side}_ci": separation.auc_ci,
+                    f"rmia_tpr_at_1pct_fpr_{side}": separation.tpr_at_1pct_fpr}
+    return results
