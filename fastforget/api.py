@@ -130,7 +130,7 @@ def prepare(model: ModelLike, data: DataLike | None = None, *, test_data: Any = 
 
 def unlearn(method: str, model: ModelLike, forget: Sequence[str | int] = (), *, data: DataLike | None = None,
             test_data: Any = None, classes: Sequence[str] | None = None, arch: str | None = None,
-            forget_samples: Sequence[int] | torch.Tensor | None = None,
+            forget_indices: Sequence[int] | torch.Tensor | None = None,
             config: str | Path | None = None, overrides: Sequence[str] = (),
             hyperparameters: Mapping[str, Any] | None = None, out: str | Path | None = None,
             seed: int | None = None, overwrite: bool = False, **hp: Any) -> UnlearnResult:
@@ -141,7 +141,7 @@ def unlearn(method: str, model: ModelLike, forget: Sequence[str | int] = (), *, 
     hyperparameters come as `hyperparameters={...}` or keywords (`epochs=5`). `out` may not be the checkpoint's
     own folder, nor hold a model unless `overwrite`.
 
-    `forget_samples` (training-sample indices or a boolean mask over the training split) forgets those samples
+    `forget_indices` (training-sample indices or a boolean mask over the training split) forgets those samples
     instead of whole classes, with the methods that support it (ga, ft, l1, bu, bu-expand, ssd, svd, retrain; the
     RWFT family is class-level by construction). The result then records the test accuracy and the accuracy on the
     forgotten samples; `evaluate`'s metrics are class-level.
@@ -153,15 +153,15 @@ def unlearn(method: str, model: ModelLike, forget: Sequence[str | int] = (), *, 
     original, meta, dataset, cfg = prepare(model, data, test_data=test_data, classes=classes, arch=arch,
                                            config=config, overrides=overrides)
     device = resolve_device(cfg.train.device)
-    if forget_samples is not None and forget:
-        raise ConfigError("give forget (classes) or forget_samples (training samples), not both")
-    forget_ids = [] if forget_samples is not None else \
+    if forget_indices is not None and forget:
+        raise ConfigError("give forget (classes) or forget_indices (training samples), not both")
+    forget_ids = [] if forget_indices is not None else \
         resolve_classes(list(forget) or meta.get("forget", []), dataset.classes)
-    if not forget_ids and forget_samples is None:
+    if not forget_ids and forget_indices is None:
         raise ConfigError("name the classes to forget (--forget CLASS ...)")
     seed = meta.get("seed", 0) if seed is None else seed
     ctx = UnlearnContext(original=original, meta=meta, dataset=dataset, forget=forget_ids, cfg=cfg, device=device,
-                         seed=seed, forget_samples=forget_samples)
+                         seed=seed, forget_samples=forget_indices)
     result = run_method(method, ctx, {**(hyperparameters or {}), **hp})
     test_logits = predict_logits(result.model, dataset.test_images, dataset)
     if ctx.forget_samples is None:

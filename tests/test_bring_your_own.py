@@ -239,12 +239,12 @@ def test_forget_sets_of_samples(digits_tensors):
         assert sorted(ctx.splits.train_f.tolist() + ctx.splits.train_r.tolist()) == list(range(len(train[1])))
         assert len(ctx.splits.test_f) == 0
     torch.manual_seed(0)
-    result = api.unlearn("ga", Plain(), data=train, test_data=test, forget_samples=chosen, epochs=1)
+    result = api.unlearn("ga", Plain(), data=train, test_data=test, forget_indices=chosen, epochs=1)
     assert result.meta["forget_samples"] == [3, 5, 77, 120] and 0 <= result.meta["acc_forget_samples"] <= 100
     with pytest.raises(ConfigError, match=r"rwft-o forgets whole classes.*works with .*ga"):
-        api.unlearn("rwft-o", Plain(), data=train, test_data=test, forget_samples=chosen)
+        api.unlearn("rwft-o", Plain(), data=train, test_data=test, forget_indices=chosen)
     with pytest.raises(ConfigError, match="outside the training split"):
-        api.unlearn("ga", Plain(), data=train, test_data=test, forget_samples=[len(train[1])])
+        api.unlearn("ga", Plain(), data=train, test_data=test, forget_indices=[len(train[1])])
 
 
 def test_a_user_module_saved_by_unlearn_says_how_to_load_it(tmp_path, digits_tensors):

@@ -96,12 +96,12 @@ def sample_positions(forget_samples: Any, size: int) -> torch.Tensor:
             raise ConfigError(f"a forget mask needs one entry per training sample ({size}), not {tuple(given.shape)}")
         given = torch.nonzero(given).flatten()
     if given.is_floating_point() or given.dim() != 1:
-        raise ConfigError("forget_samples must be training-sample indices (integers) or a boolean mask")
+        raise ConfigError("forget_indices must be training-sample indices (integers) or a boolean mask")
     positions = torch.unique(given.long().cpu())
     if len(positions) == 0 or len(positions) >= size:
-        raise ConfigError(f"forget_samples names {len(positions)} of the {size} training samples: name some, not all")
+        raise ConfigError(f"forget_indices names {len(positions)} of the {size} training samples: name some, not all")
     if positions[0] < 0 or positions[-1] >= size:
-        raise ConfigError(f"forget_samples has indices outside the training split 0..{size - 1}")
+        raise ConfigError(f"forget_indices has indices outside the training split 0..{size - 1}")
     return positions
 
 
