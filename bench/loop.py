@@ -155,7 +155,7 @@ class Case:
         import torch
         import torch.nn.functional as F
 
-        import kernels
+        import fastforget_kernels as kernels
 
         start = time.perf_counter()
         student = copy.deepcopy(self.original).to(memory_format=torch.channels_last)

@@ -32,8 +32,8 @@ from fastforget.data.sources import cache_dir
 from fastforget.engines import Engine, Failure, Task, execution_record
 from fastforget.engines.local import LocalEngine
 from fastforget.errors import CheckpointError, ConfigError, DataMismatchError, GridIncompleteError
-from fastforget.evaluate import AttackSetup, evaluate, model_outputs, train_rows
-from fastforget.io import append_jsonl, atomic_write, check_output_dir, exclusive_lock, write_json
+from fastforget.evaluate import AttackSetup, evaluate, model_outputs, save_per_sample, train_rows
+from fastforget.io import append_jsonl, atomic_write, check_output_dir, exclusive_lock, safe_name, write_json
 from fastforget.metrics.intervals import combine_cells
 from fastforget.metrics.registry import (
     METRICS,
@@ -365,6 +365,10 @@ def run_grid_cell(ctx: GridContext, method: str, forget: list[int], seed: int, o
     metrics, skipped = evaluate(outputs, dataset, forget, original=original_out, retrained=references,
                                 options=options, method=base, hyperparameters=hp,
                                 attack=_attack(ctx).for_method(replay), device=device)
+    # per-sample outputs, for re-analysis without rerunning
+    save_per_sample(ctx.out / "samples" / f"{safe_name(record['cell'])}.npz", dataset, forget, outputs,
+                    original=original_out, retrained=references, mia_feature=options.setting("mia_feature"),
+                    nearest=metrics.get("mia_nn_class"))
     if method == "retrain" and not references:
         skipped["utv"] = "the retrain row needs retrained_seeds >= 2 (a second retrained model to compare with)"
     return {**record, "wall_seconds": wall, "peak_memory_bytes": memory, "peak_memory_kind": memory_kind,
@@ -645,34 +649,50 @@ def write_table(out: Path, name: str, summary: dict, keys: list[str], extra: dic
     return out / f"{name}.md"
 
 
-def _runtime_figure(out: Path, summary: dict) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _runtime_figure(out: Path, records: list[dict], dataset: str) -> Path | None:
+    """Unlearning time per method: every timed cell as a dot (repeats show how much one method's time varies on
+    a shared machine), the median as the bar; RWFT family, retrain and baselines told apart by colour."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     from fastforget.metrics.plots import save_png
 
-    rows = [(m, s["wall_seconds"].value) for m, s in summary.items() if m != "original" and "wall_seconds" in s]
-    if not rows:
+    times: dict[str, list[float]] = {}
+    for r in records:
+        if r["method"] != "original" and r.get("wall_seconds") is not None:
+            times.setdefault(r["method"], []).append(max(float(r["wall_seconds"]), 1e-3))
+    if not times:
         return None
-    rows.sort(key=lambda r: r[1])
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
-    colours = ["tab:red" if m.startswith("rw") else "tab:grey" if m == "retrain" else "tab:blue" for m, _ in rows]
-    ax.barh([m for m, _ in rows], [max(v, 1e-3) for _, v in rows], color=colours)
-    ax.set_xscale("log")
-    ax.set_xlabel("wall seconds (log scale)")
-    ax.set_title("Unlearning time per method (Figure 2 form)")
-    for i, (_, v) in enumerate(rows):
-        ax.text(max(v, 1e-3), i, f" {v:.2f}s", va="center", fontsize=8)
-    fig.tight_layout()
-    path = save_png(fig, out / "runtime.png")
-    plt.close(fig)
-    return path
+    order = sorted(times, key=lambda m: float(np.median(times[m])))
+    families = {"RWFT family (rw*)": "tab:red", "retrain (training time)": "tab:grey", "baselines": "tab:blue"}
+
+    def colour(method: str) -> str:
+        return families["RWFT family (rw*)"] if method.startswith("rw") else \
+            families["retrain (training time)"] if method == "retrain" else families["baselines"]
+
+    figure = Figure(figsize=(7.5, 0.38 * len(order) + 1.6), layout="constrained")
+    axes = figure.subplots()
+    for i, method in enumerate(order):
+        median = float(np.median(times[method]))
+        axes.barh(i, median, color=colour(method), alpha=0.6)
+        axes.plot(times[method], [i] * len(times[method]), "o", color="black", markersize=3)
+        spread = f" (n={len(times[method])}, {min(times[method]):.2f}-{max(times[method]):.2f})" \
+            if len(times[method]) > 1 else ""
+        axes.text(max(times[method]), i, f"  {median:.2f}s{spread}", va="center", fontsize=7)
+    axes.set_yticks(range(len(order)), order)
+    axes.set_xscale("log")
+    axes.set_xlabel("wall seconds (log scale): bar = median, dots = each timed cell")
+    axes.set_title(f"Unlearning time per method on {dataset} (Figure 2 form)")
+    axes.legend(handles=[Patch(color=c, alpha=0.6, label=label) for label, c in families.items()],
+                loc="lower right", fontsize=8)
+    return save_png(figure, out / "runtime.png")
 
 
-def _reassignment_figures(out: Path, records: list[dict], classes: list[str], settings: dict) -> list[Path]:
-    from fastforget.metrics.plots import plot_confusion_matrices, plot_reassignment
+def _reassignment_figures(out: Path, records: list[dict], classes: list[str], settings: dict,
+                          dataset: str) -> list[Path]:
+    """Confusion matrices (original, the shown method, retrained), where the forgotten class goes (the method
+    beside retrained, one class order and axis) and the retained classes' accuracy drop, all on the test split."""
+    from fastforget.metrics.plots import plot_accuracy_drop, plot_confusion_matrices, plot_where_it_goes
     from fastforget.metrics.reassignment import ClassShare, Reassigned
 
     single = [r for r in records if len(r["forget"]) == 1 and "confusion_test" in r]
@@ -685,18 +705,29 @@ def _reassignment_figures(out: Path, records: list[dict], classes: list[str], se
     shown = settings.get("reassignment_method", "rwft-2-o")
     if shown not in by_method:
         shown = next((m for m in by_method if m not in REFERENCE_ROWS), None)
+    where = f"{classes[target]} forgotten, test split, {dataset}, seed {seed}"
     matrices = {name: np.asarray(by_method[m]["confusion_test"]) for name, m in
                 (("original", "original"), (shown, shown), ("retrained", "retrain")) if m in by_method}
     paths = []
     if matrices:
-        paths.append(plot_confusion_matrices(matrices, out / "reassignment_confusion.png", class_names=classes))
+        paths.append(plot_confusion_matrices(matrices, out / "reassignment_confusion.png", class_names=classes,
+                                             title=f"Confusion matrices: {where}"))
+    moved = {}
     for m in (shown, "retrain"):
-        moved = by_method.get(m, {}).get("reassignment", {}).get("reassigned", [])
-        if moved:
-            r = moved[0]
-            shares = [ClassShare(s["class_index"], s["share"]) for s in r["shares"]]
-            paths.append(plot_reassignment(Reassigned(r["forget_class"], r["n_samples"], shares),
-                                           out / f"reassignment_{m}.png", class_names=classes))
+        found = by_method.get(m, {}).get("reassignment", {}).get("reassigned", [])
+        if found:
+            r = found[0]
+            moved["retrained" if m == "retrain" else m] = Reassigned(
+                r["forget_class"], r["n_samples"], [ClassShare(s["class_index"], s["share"]) for s in r["shares"]])
+    if moved:
+        paths.append(plot_where_it_goes(moved, out / "reassignment_where.png", class_names=classes,
+                                        title=f"Where {classes[target]} goes: {' beside '.join(moved)}\n{where}"))
+    drops = {("retrained" if m == "retrain" else m): [(d["class_index"], d["drop"]) for d in drop]
+             for m in (shown, "retrain")
+             if (drop := by_method.get(m, {}).get("reassignment", {}).get("accuracy_drop"))}
+    if drops:
+        paths.append(plot_accuracy_drop(drops, out / "accuracy_drop.png", class_names=classes,
+                                        title=f"Retained classes' accuracy drop: {' beside '.join(drops)}\n{where}"))
     return paths
 
 
@@ -749,8 +780,9 @@ def write_report(out: str | Path, classes: list[str], settings: dict) -> Path:
                    "method's cost alone; compare methods timed alone (`--engine local`, or one cell per GPU).\n")
         text = written["runtime"].read_text() + warning
         atomic_write(written["runtime"], lambda tmp: tmp.write_text(text))
-    figures = [p for p in [_runtime_figure(out, summary), *_reassignment_figures(out, records, classes, settings)]
-               if p is not None]
+    dataset = (_read_json(out / "config.json") or {}).get("config", {}).get("data", {}).get("name", "")
+    figures = [p for p in [_runtime_figure(out, records, dataset),
+                           *_reassignment_figures(out, records, classes, settings, dataset)] if p is not None]
     cells = len(records)
     forget_sets = sorted({tuple(r["forget_names"]) for r in records})
     seeds = sorted({r["seed"] for r in records})

@@ -51,3 +51,11 @@ class TrainingDivergedError(FastForgetError):
 
 class GridIncompleteError(FastForgetError):
     """Some tasks of a benchmark grid failed; the others finished and are kept (failures.jsonl says which)."""
+
+
+class DataError(FastForgetError):
+    """User data (a Dataset, tensors) of a kind or shape fastforget cannot take."""
+
+
+class ModelContractError(FastForgetError):
+    """A method needs a part of the model (classifier, middle block) that is not there or cannot be found."""

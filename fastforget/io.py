@@ -7,6 +7,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -167,3 +168,9 @@ def _read_holder(fd: int) -> str:
         return f"pid {info['pid']} on {info['host']}, since {since}: {info['command']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "holder unknown"
+
+
+def safe_name(text: str) -> str:
+    """`text` as one file name: separators and other characters a file system may refuse become `_`
+    (`T-shirt/top` would otherwise write into a subfolder)."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("._") or "_"

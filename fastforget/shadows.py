@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ def replay_seed(index: int) -> int:
     """The seed of the unlearning run replayed on shadow original `index`: never a shadow's or a target's seed,
     so that replaying `retrain` gives a retrained model of its own, not a copy of shadow retrained `index`."""
     return SHADOW_SEED_BASE + REPLAY_SEED_OFFSET + index
+
+log = logging.getLogger(__name__)
 
 
 def recipe_key(cfg: Config) -> str:
@@ -92,6 +95,7 @@ def shadow_specs(cfg: Config, dataset: ImageDataset, *, kind: str, count: int, c
 
 def train_shadow(spec: ShadowSpec, cfg: Config, dataset: ImageDataset) -> nn.Module:
     """Train one shadow model into its cache folder (written whole, so a kill leaves nothing half-written)."""
+    log.info("training shadow model %s (cached for later runs; FASTFORGET_CACHE moves the cache)", spec.folder)
     indices = torch.nonzero(reference_half(len(dataset.train_labels), spec.index)).flatten() \
         if spec.kind == "half" else None
     return train_model(cfg, exclude=list(spec.exclude), seed=spec.seed, dataset=dataset, train_indices=indices,
@@ -108,6 +112,7 @@ def shadow_models(cfg: Config, dataset: ImageDataset, *, kind: str, count: int, 
         if spec.fits():
             try:
                 models.append(load_checkpoint(spec.folder)[0])
+                log.debug("shadow model from the cache: %s", spec.folder)
                 continue
             except CheckpointError:
                 pass  # a corrupt cache entry is retrained below and overwritten atomically

@@ -9,6 +9,7 @@ reads device-side counters at its refresh interval only), one fused SGD step for
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from fastforget import distributed
+from fastforget import curves, distributed
 from fastforget.checkpoint import save_checkpoint
 from fastforget.config import Config, TrainRecipe
 from fastforget.data import ImageDataset, data_fingerprint, load_dataset, make_train_loader, resolve_classes
@@ -29,6 +30,8 @@ from fastforget.errors import ConfigError, TrainingDivergedError, UnknownClassEr
 from fastforget.inference import accuracy, predict_logits
 from fastforget.models import build_model
 from fastforget.runtime import amp_dtype, autocast, environment, progress_enabled, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
 
 
 class Batch(NamedTuple):
@@ -150,7 +153,8 @@ class _Progress:
         self.device, self.desc, self.interval = device, desc, PROGRESS_INTERVAL_S
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.int64)
-        self.count_correct = shown
+        self.count_correct = shown or curves.active()
+        self.curve = (curves.run_tag(desc), (0.0, 0.0, 0, 0)) if curves.active() else None
         self.host = torch.zeros(2, pin_memory=device.type == "cuda")
         self.copied: torch.cuda.Event | None = None
         self.snapshot = (0, 0)  # step and images at the last asynchronous copy
@@ -187,6 +191,11 @@ class _Progress:
             postfix["acc"] = f"{100 * sums[1] / max(1, images):.1f}"
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(step - self.bar.n)
+        if self.curve is not None and step > self.curve[1][2]:  # the mean since the last read
+            tag, (loss_before, correct_before, step_before, images_before) = self.curve
+            curves.scalar(f"{tag}/loss", (sums[0] - loss_before) / (step - step_before), step)
+            curves.scalar(f"{tag}/accuracy", 100 * (sums[1] - correct_before) / max(1, images - images_before), step)
+            self.curve = tag, (sums[0], sums[1], step, images)
 
     def check_all_ranks(self, step: int, epoch: int) -> float:
         """The mean loss so far over every step and rank, checked to be finite on every rank at once (under DDP
@@ -195,7 +204,9 @@ class _Progress:
         return _finite_mean_loss(total, step, epoch, self.desc) if step else float("nan")
 
     def finish(self, step: int, epoch: int) -> float:
-        """The mean loss over every step (one host read), checked to be finite."""
+        """The mean loss over every step and rank (one host read), checked to be finite; the curve's last point."""
+        if step and self.curve is not None:
+            self._show([self.loss_sum.item(), self.correct.item()], step, self.images, epoch)
         return self.check_all_ranks(step, epoch)
 
 
@@ -322,10 +333,12 @@ def train_model(
     train_indices: torch.Tensor | None = None,
     desc: str | None = None,
     sync_batchnorm: bool = False,
+    model: nn.Module | None = None,
 ) -> TrainedModel:
     """Train a model with the config's recipe: the original, or (with `exclude`) the retrained gold standard.
 
-    `train_indices` restricts training to a subset (shadow and reference models of the membership attacks).
+    `train_indices` restricts training to a subset (shadow and reference models of the membership attacks);
+    `model` is an untrained model to train instead of the config's architecture (a user's own module).
     Under torchrun every rank trains its share of each global batch; rank 0 alone evaluates and saves (the other
     ranks return their model, identical to rank 0's, with an empty sidecar). `sync_batchnorm` (CUDA, DDP)
     computes BatchNorm statistics over the global batch instead of each rank's share.
@@ -344,7 +357,8 @@ def train_model(
     pool = torch.nonzero(keep).flatten()
     if train_indices is not None:
         pool = pool[torch.isin(pool, train_indices)]
-    model = build_model(cfg.model["arch"], dataset.num_classes, dataset.in_channels, **cfg.arch_args).to(device)
+    arch = cfg.model["arch"] if model is None else f"module:{type(model).__name__}"
+    model = (model or build_model(arch, dataset.num_classes, dataset.in_channels, **cfg.arch_args)).to(device)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if sync_batchnorm:
@@ -366,7 +380,7 @@ def train_model(
     logits = predict_logits(model, dataset.test_images, dataset)
     retained = ~torch.isin(dataset.test_labels, torch.tensor(excluded, dtype=torch.long))
     meta = {
-        "arch": cfg.model["arch"],
+        "arch": arch,
         "arch_args": {**cfg.arch_args, "in_channels": dataset.in_channels},
         "dataset": dataset.name,
         "image_size": dataset.image_size,
@@ -390,6 +404,8 @@ def train_model(
     if distributed.active():
         meta["data_parallel"] = {"world_size": distributed.shard().world, "backend": torch.distributed.get_backend(),
                                  "sync_batchnorm": sync_batchnorm}
+    log.info("%s: %s on %s, %d epochs, %.1f s, test accuracy %.2f%%", label, arch, dataset.name, epochs,
+             stats.seconds, meta["test_accuracy"])
     if out_dir is not None:
         save_checkpoint(out_dir, model, meta)
     return TrainedModel(model=model, meta=meta)

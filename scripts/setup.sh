@@ -16,11 +16,11 @@ if command -v apt-get >/dev/null 2>&1; then
             sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT_PACKAGES[@]}"
         fi
     fi
-    EXTRAS="test,ray,ffcv"
+    EXTRAS="test,ray,timm,tensorboard,ffcv"
 else
     echo "setup: no apt-get here; FFCV is skipped (install pkg-config, libturbojpeg and OpenCV headers by hand," \
          "then: .venv/bin/pip install -c constraints.txt -e '.[ffcv]'). The in-memory loader works without it." >&2
-    EXTRAS="test,ray"
+    EXTRAS="test,ray,timm,tensorboard"
 fi
 
 PYTHON=${PYTHON:-python3}

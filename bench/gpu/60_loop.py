@@ -183,7 +183,7 @@ def syncs_and_launches(data) -> None:
 
 
 def q_star_error(data) -> None:
-    import kernels
+    from fastforget import kernels
     from fastforget.data import InMemoryLoader
     from fastforget.unlearn.reweight import Teacher
 

@@ -29,12 +29,18 @@ def config_augment(cfg: Config) -> Augment:
     return Augment(crop_padding=cfg.data.get("crop_padding", 0), flip=cfg.data.get("flip", False))
 
 
-def ffcv_train_file(dataset: ImageDataset) -> Path:
-    """The data set's training split as a .beton in the cache, written on first use (keyed by its content)."""
+def ffcv_folder(dataset: ImageDataset) -> Path:
+    """Where the data set's .beton files live in the cache (keyed by its content): `fastforget data prepare`
+    writes them there, `data.loader = "ffcv"` reads them."""
     stride = max(1, len(dataset.train_labels) // 1000)
     digest = hashlib.sha1(dataset.train_labels.numpy().tobytes())
     digest.update(dataset.train_images[::stride].numpy().tobytes())
-    path = cache_dir() / "ffcv" / f"{dataset.name}-{digest.hexdigest()[:12]}" / "train.beton"
+    return cache_dir() / "ffcv" / f"{dataset.name}-{digest.hexdigest()[:12]}"
+
+
+def ffcv_train_file(dataset: ImageDataset) -> Path:
+    """The data set's training split as a .beton in the cache, written on first use."""
+    path = ffcv_folder(dataset) / "train.beton"
     if not path.is_file():
         write_beton(dataset.train_images, dataset.train_labels, path)
     return path

@@ -30,6 +30,7 @@ from fastforget.data.loaders import Augment, Batch, BatchTransform, _check_stats
 from fastforget.data.sources import ImageDataset
 from fastforget.errors import CorruptDataError, DataNotFoundError, FastForgetError
 from fastforget.io import atomic_path
+from fastforget.runtime import progress_enabled
 
 INSTALL_HINT = "install it with `pip install ffcv==1.0.2` (system packages first: see docs/FFCV_INSTALL.md)"
 
@@ -110,7 +111,7 @@ def write_beton(images: torch.Tensor, labels: torch.Tensor, path: str | Path, *,
 @contextlib.contextmanager
 def _quiet_unless_progress() -> Iterator[None]:
     """FFCV's writer always draws a progress bar; hide it when fastforget's progress bars are off."""
-    if os.environ.get("FASTFORGET_PROGRESS", "1") != "0":
+    if progress_enabled():
         yield
         return
     with contextlib.redirect_stderr(io.StringIO()):
