@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,12 @@ from fastforget.checkpoint import (
 from fastforget.config import Config, check_setting, load_config
 from fastforget.data import ImageDataset, data_fingerprint, load_dataset, resolve_classes
 from fastforget.data.sources import cache_dir
-from fastforget.errors import ConfigError
+from fastforget.errors import ConfigError, OutputError
 from fastforget.evaluate import AttackSetup, Replay, forget_rows, model_outputs, train_rows, write_plots
 from fastforget.evaluate import evaluate as compute_metrics
 from fastforget.inference import predict_logits
 from fastforget.io import check_output_dir, check_output_file, write_json
-from fastforget.metrics.registry import EvalOptions
+from fastforget.metrics.registry import METRICS, EvalOptions
 from fastforget.runtime import environment, resolve_device
 from fastforget.train import TrainedModel, train_model
 from fastforget.unlearn import UnlearnContext, UnlearnResult, run_method
@@ -134,6 +134,19 @@ def _load_related(path: str | Path, meta: dict, role: str, dataset: ImageDataset
     return model, other
 
 
+def _load_retrained(paths: Sequence[str | Path], meta: dict, dataset: ImageDataset, forget: list[int]
+                    ) -> list[tuple[Path, nn.Module, dict]]:
+    loaded = []
+    for path in paths:
+        r_model, r_meta = _load_related(path, meta, "retrained", dataset)
+        if sorted(r_meta.get("excluded", [])) != sorted(forget):
+            raise ConfigError(f"retrained model {path} excluded classes {r_meta.get('excluded_names')} but this "
+                              f"evaluation forgets {[dataset.classes[i] for i in forget]}: retrain without "
+                              "exactly the forget classes (fastforget train --exclude ...)")
+        loaded.append((Path(path), r_model, r_meta))
+    return loaded
+
+
 def _same_seed_first(retrained: list[tuple[Path, nn.Module, dict]], seed: int | None, classes: list[str],
                      forget: list[int]) -> list[tuple[Path, nn.Module, dict]]:
     """The retrained models with the one of the evaluated model's seed first: UTV is measured against it."""
@@ -159,6 +172,14 @@ def _distinct_models(paths: Sequence[str | Path], flag: str) -> None:
         seen[digest] = path
 
 
+def _forget_of(meta: dict, forget: Sequence[str | int], dataset: ImageDataset, checkpoint: str | Path) -> list[int]:
+    """The forget classes: given, else what an unlearned model forgot or a retrained one excluded."""
+    forget_ids = resolve_classes(list(forget) or meta.get("forget") or meta.get("excluded", []), dataset.classes)
+    if not forget_ids:
+        raise ConfigError(f"{checkpoint} records no forget classes (an original model?): name them with --forget")
+    return forget_ids
+
+
 def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), original: str | Path | None = None,
              retrained: Sequence[str | Path] = (), metrics: Sequence[str] | None = None,
              nearest: str | int | None = None,
@@ -180,10 +201,7 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
     dataset = load_dataset(meta["dataset"], cfg.data.get("root") or None)
     check_data(meta, dataset, checkpoint)
     role = model_role(meta)
-    # An unlearned model records what it forgot, a retrained one what it never saw; an original needs --forget.
-    forget_ids = resolve_classes(list(forget) or meta.get("forget") or meta.get("excluded", []), dataset.classes)
-    if not forget_ids:
-        raise ConfigError(f"{checkpoint} records no forget classes (an original model?): name them with --forget")
+    forget_ids = _forget_of(meta, forget, dataset, checkpoint)
     opts = EvalOptions.from_dict({**(options or {}), **({"metrics": tuple(metrics)} if metrics else {})})
     if nearest is not None:
         opts.settings["nearest"] = resolve_classes([nearest], dataset.classes)[0]
@@ -192,14 +210,7 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
                               "class (leave --nearest out to take it from the retrained model)")
     if not opts.cache_dir:
         opts.cache_dir = cache_dir()
-    loaded = []
-    for path in retrained:
-        r_model, r_meta = _load_related(path, meta, "retrained", dataset)
-        if sorted(r_meta.get("excluded", [])) != sorted(forget_ids):
-            raise ConfigError(f"retrained model {path} excluded classes {r_meta.get('excluded_names')} but this "
-                              f"evaluation forgets {[dataset.classes[i] for i in forget_ids]}: retrain without "
-                              "exactly the forget classes (fastforget train --exclude ...)")
-        loaded.append((Path(path), r_model, r_meta))
+    loaded = _load_retrained(retrained, meta, dataset, forget_ids)
     if loaded and role != "retrain" and "utv" in opts.metric_names():
         loaded = _same_seed_first(loaded, meta.get("seed"), dataset.classes, forget_ids)
     original_model = _load_related(original, meta, "original", dataset)[0] if original else None
@@ -229,6 +240,57 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
                                                         retrained=retr[0] if retr else None)]
     if json_path:
         write_json(json_path, report)
+    return report
+
+
+def audit(checkpoint: str | Path, *, original: str | Path, out: str | Path, retrained: Sequence[str | Path] = (),
+          forget: Sequence[str | int] = (), config: str | Path | None = None, metrics: Sequence[str] | None = None,
+          options: dict[str, Any] | None = None, probe: dict[str, int] | None = None, overwrite: bool = False,
+          echo: Callable[[str], None] | None = None) -> dict:
+    """Audit one checkpoint against retraining: every registered metric (default: all of them, U-LIRA and RMIA
+    included) as a test with its threshold, plus the white-box checks; writes `out`/audit.json, audit.md and
+    audit.html and returns the report (its "exit_code" is 1 when a test of the forget class leaks).
+
+    Without `retrained`, two retrained references are trained (cached under the evaluation cache folder, like
+    U-LIRA's shadows and RMIA's references); `echo` receives the up-front estimate and the progress lines.
+    `options`: evaluation options and metric settings as for `evaluate`; `probe`: `shots`, `draws`, `retained`.
+    """
+    from fastforget.audit import FILES, Model, reference_seeds, run_audit, write_reports
+
+    out = check_output_dir(out)
+    existing = [name for name in FILES if (out / name).exists()]
+    if existing and not overwrite:
+        raise OutputError(f"--out {out} already holds {', '.join(existing)}: pass --overwrite to replace them")
+    _distinct_models(retrained, "--retrained")
+    digest = file_sha256(resolve_checkpoint(checkpoint)[0])
+    if any(file_sha256(resolve_checkpoint(path)[0]) == digest for path in retrained):
+        raise ConfigError(f"--checkpoint {checkpoint} is also given as --retrained: the audited model would be its "
+                          "own yardstick; give retrained models of other seeds, or leave --retrained out to train them")
+    model, meta = load_checkpoint(checkpoint)
+    cfg = config_for_checkpoint(meta, config)
+    dataset = load_dataset(meta["dataset"], cfg.data.get("root") or None)
+    check_data(meta, dataset, checkpoint)
+    role = model_role(meta)
+    forget_ids = _forget_of(meta, forget, dataset, checkpoint)
+    opts = EvalOptions.from_dict({**(options or {}), "metrics": tuple(metrics) if metrics else tuple(METRICS)})
+    opts.cache_dir = opts.cache_dir or cache_dir()
+    if opts.train_samples:
+        raise ConfigError("an audit runs on the whole splits: leave train_samples out")
+    original_model, original_meta = _load_related(original, meta, "original", dataset)
+    loaded = _load_retrained(retrained, meta, dataset, forget_ids)
+    if loaded and role != "retrain":
+        loaded = _same_seed_first(loaded, meta.get("seed"), dataset.classes, forget_ids)
+    device = resolve_device(cfg.train.device)
+    hyperparameters = meta.get("hyperparameters", {})
+    report = run_audit(
+        Model("audited", model, meta, Path(checkpoint)), Model("original", original_model, original_meta,
+                                                                Path(original)),
+        [Model("retrained", m, r_meta, path) for path, m, r_meta in loaded],
+        cfg=cfg, dataset=dataset, forget=forget_ids, method=role, options=opts,
+        replay=method_replay(role, hyperparameters, cfg, dataset, forget_ids, device),
+        retrained_seeds=reference_seeds(meta.get("seed", 0), role == "retrain"), device=device, probe=probe,
+        echo=echo or (lambda line: None))
+    report["files"] = [str(path) for path in write_reports(out, report)]
     return report
 
 

@@ -57,7 +57,8 @@ def reference_half(num_samples: int, index: int) -> torch.Tensor:
     return ~mask if index % 2 else mask
 
 
-def _cached_or_trained(folder: Path, train: Callable[[Path], object], expect: dict) -> nn.Module:
+def cached_model(folder: Path, train: Callable[[Path], object], expect: dict) -> nn.Module:
+    """The model cached in `folder` if its sidecar matches `expect`, else `train(folder)`'s (written there whole)."""
     if (folder / "model.json").is_file():
         try:
             model, meta = load_checkpoint(folder)
@@ -68,21 +69,31 @@ def _cached_or_trained(folder: Path, train: Callable[[Path], object], expect: di
     return train(folder).model.eval()
 
 
+def _tag(kind: str, forget: Sequence[int]) -> str:
+    if kind not in ("original", "retrained", "half"):
+        raise ValueError(f"unknown shadow kind {kind!r}")
+    return {"original": "original", "half": "half-paired",
+            "retrained": "retrained-" + "-".join(map(str, sorted(forget)))}[kind]
+
+
+def shadow_folder(cfg: Config, dataset: ImageDataset, *, kind: str, index: int, cache_dir: str | Path,
+                  forget: Sequence[int] = ()) -> Path:
+    """Where shadow model `index` of a kind is cached (what the audit's time estimate looks for)."""
+    root = Path(cache_dir) / "shadows" / f"{dataset.name}-{recipe_key(cfg)}"
+    return root / f"{_tag(kind, forget)}-s{SHADOW_SEED_BASE + index}"
+
+
 def shadow_models(cfg: Config, dataset: ImageDataset, *, kind: str, count: int, cache_dir: str | Path,
                   forget: Sequence[int] = ()) -> list[nn.Module]:
     """`count` models of one kind: "original" (all data), "retrained" (without `forget`) or "half" (RMIA)."""
-    if kind not in ("original", "retrained", "half"):
-        raise ValueError(f"unknown shadow kind {kind!r}")
-    root = Path(cache_dir) / "shadows" / f"{dataset.name}-{recipe_key(cfg)}"
-    tag = {"original": "original", "half": "half-paired",
-           "retrained": "retrained-" + "-".join(map(str, sorted(forget)))}[kind]
+    tag = _tag(kind, forget)
     models = []
     for i in tqdm(range(count), desc=f"shadow {tag}", disable=not progress_enabled(), leave=False):
         seed = SHADOW_SEED_BASE + i
-        folder = root / f"{tag}-s{seed}"
+        folder = shadow_folder(cfg, dataset, kind=kind, index=i, cache_dir=cache_dir, forget=forget)
         indices = torch.nonzero(reference_half(len(dataset.train_labels), i)).flatten() if kind == "half" else None
         exclude = sorted(forget) if kind == "retrained" else []
-        models.append(_cached_or_trained(
+        models.append(cached_model(
             folder,
             lambda out, s=seed, idx=indices, ex=exclude: train_model(
                 cfg, exclude=ex, seed=s, dataset=dataset, train_indices=idx, out_dir=out, desc=f"shadow {tag}"),
