@@ -215,8 +215,7 @@ def audit(
         help="retrained model(s), one with the audited model's seed (default: two are trained and cached)")] = None,
     forget: Annotated[list[str] | None, typer.Option(help="forget classes (default: from the sidecar)")] = None,
     config: ConfigOpt = None,
-    metrics: Annotated[str | None, typer.Option(help=_metric_help().replace(
-        f"(default: {','.join(default_metrics())})", "(default: all of them)"))] = None,
+    metrics: Annotated[str | None, typer.Option(help=f"comma list of {','.join(METRICS)} (default: all)")] = None,
     shadows: Annotated[int, typer.Option(min=1, help="U-LIRA shadow pairs")] = SETTINGS["shadows"],
     reference_models: Annotated[int, typer.Option(min=2, help="RMIA reference models")] = SETTINGS["reference_models"],
     eval_seed: Annotated[int, typer.Option(min=0, help="the evaluation seed (subsamples, bootstrap, probe)")] = 0,
@@ -233,8 +232,8 @@ def audit(
                        overwrite=overwrite, echo=lambda line: typer.echo(line, err=True))
     for test in report["tests"]:
         typer.echo(f"  {test['label']:<38} {test['verdict']}")
-    for metric, reason in report["skipped"].items():
-        typer.echo(f"skipped {metric}: {reason}")
+    for metric, reason in [*report["skipped"].items(), *report["untested"].items()]:
+        typer.echo(f"not tested {metric}: {reason}")
     typer.echo(f"{report['question']} {report['answer']} -> {out / 'audit.html'}")
     raise typer.Exit(report["exit_code"])
 

@@ -9,6 +9,7 @@ that the three audits share, as a user's reruns would.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import shutil
@@ -167,15 +168,35 @@ def test_weight_change_sees_through_wrappers_and_counts_every_changed_tensor():
 # ------------------------------------------------------------------------------------------------ digits audits
 
 
+def run_cli(patch: pytest.MonkeyPatch, argv: list[str]) -> int:
+    """`fastforget ARGV` in-process through `cli.main()`: its exit status."""
+    from fastforget import cli
+
+    patch.setattr("sys.argv", ["fastforget", *argv])
+    try:
+        cli.main()
+    except SystemExit as exit_info:
+        return int(exit_info.code or 0)
+    return 0
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@contextlib.contextmanager
+def _registered(name: str):
+    """Unregister the metric `name` on the way out, whatever happens."""
+    try:
+        yield
+    finally:
+        unregister(name)
 
 
 @pytest.fixture(scope="module")
 def audits(tmp_path_factory):
     """Audits of the original, of rw-mask and of a retrained model (the latter two through the CLI), with the
     toy metric registered as a user's new metric."""
-    from fastforget import cli
     from fastforget.config import load_config
     from fastforget.train import train_model
 
@@ -185,7 +206,7 @@ def audits(tmp_path_factory):
     api.unlearn("rw-mask", root / "original", ["3"], out=root / "rw-mask")
     name = _toy_metric()
     lines: list[str] = []
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, _registered(name):
         patch.setenv("FASTFORGET_CACHE", str(root / "cache"))
         reports = {"original": api.audit(root / "original", original=root / "original", forget=["3"],
                                          out=root / "audit-original", options=SETTINGS, echo=lines.append)}
@@ -195,12 +216,8 @@ def audits(tmp_path_factory):
         for role, checkpoint in (("rw-mask", root / "rw-mask"), ("retrained", retrained)):
             argv = ["audit", "--checkpoint", str(checkpoint), "--original", str(root / "original"), "--out",
                     str(root / f"audit-{role}"), "--shadows", "2", "--reference-models", "2"]
-            patch.setattr("sys.argv", ["fastforget", *argv])
-            with pytest.raises(SystemExit) as exit_info:
-                cli.main()
-            codes[role] = exit_info.value.code
+            codes[role] = run_cli(patch, argv)
             reports[role] = json.loads((root / f"audit-{role}" / "audit.json").read_text())
-    unregister(name)
     return {"root": root, "reports": reports, "codes": codes, "lines": lines, "retrained": retrained}
 
 
@@ -273,8 +290,6 @@ def test_markdown_lists_every_test(audits):
 
 
 def test_usage_errors_exit_2(audits, tmp_path, capsys):
-    from fastforget import cli
-
     root = audits["root"]
     cases = [["--original", str(root / "original"), "--out", str(tmp_path)],  # no --checkpoint
              ["--checkpoint", str(root / "rw-mask"), "--original", str(root / "original"), "--out",
@@ -283,10 +298,7 @@ def test_usage_errors_exit_2(audits, tmp_path, capsys):
               audits["retrained"], "--out", str(tmp_path)]]  # audited model as its own yardstick
     with pytest.MonkeyPatch.context() as patch:
         for argv in cases:
-            patch.setattr("sys.argv", ["fastforget", "audit", *argv])
-            with pytest.raises(SystemExit) as exit_info:
-                cli.main()
-            assert exit_info.value.code == 2, argv
+            assert run_cli(patch, ["audit", *argv]) == 2, argv
             assert capsys.readouterr().err.startswith("error: ")
 
 

@@ -19,8 +19,11 @@ FILES = ("audit.json", "audit.md", "audit.html")
 CSS_CLASS = {INDISTINGUISHABLE: "pass", LEAKS: "leak", SHORTFALL: "short", NOT_INFORMATIVE: "uninformative"}
 
 
-def _number(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}g}" if abs(value) < 1e-3 and value else f"{value:.{digits}f}"
+def _number(value: float | None) -> str:
+    """Two decimals for percentages and the like, four for fractions."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if abs(value) >= 10 else f"{value:.4f}" if abs(value) >= 1e-3 or not value else f"{value:.2g}"
 
 
 def _shown(test: Mapping[str, Any]) -> str:
@@ -40,8 +43,10 @@ def _outcome(test: Mapping[str, Any]) -> str:
     if verdict == SHORTFALL and test.get("excess") is not None:
         return f"{verdict} (by {_number(test['excess'])})"
     if verdict == NOT_INFORMATIVE:
-        evidence = {k: v for k, v in (test.get("evidence") or {}).items() if k != "informative"}
-        shown = ", ".join(f"{k} {_number(v, 3)}" for k, v in evidence.items() if isinstance(v, float))
+        evidence = test.get("evidence") or {}
+        if evidence.get("original_passes"):
+            return f"{verdict} (the original passes it too, at {_number(evidence['original_value'])})"
+        shown = ", ".join(f"{k} {_number(v)}" for k, v in evidence.items() if isinstance(v, float))
         return f"{verdict} (the attack cannot tell its own members apart{': ' + shown if shown else ''})"
     return verdict
 
@@ -66,6 +71,10 @@ def _models_lines(report: Mapping[str, Any]) -> list[str]:
             for m in report["provenance"]["models"]]
 
 
+def _not_run(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [*report["skipped"].items(), *report["untested"].items()]
+
+
 def write_markdown(path: str | Path, report: Mapping[str, Any]) -> Path:
     lines = [f"# Audit: {report['question']}", "",
              f"**Answer: {report['answer']}** (exit code {report['exit_code']}). {_summary(report)}.", "",
@@ -75,8 +84,8 @@ def write_markdown(path: str | Path, report: Mapping[str, Any]) -> Path:
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for _, cells in _rows(report)]
     lines += ["", "Output tests compare the model's outputs with retrained models evaluated the same way; white-box "
               "tests look at its weights and at a linear probe on its penultimate features.", ""]
-    if report["skipped"]:
-        lines += ["Not run:", ""] + [f"- {name}: {why}" for name, why in report["skipped"].items()] + [""]
+    if report["skipped"] or report["untested"]:
+        lines += ["Not run or not tested:", ""] + [f"- {name}: {why}" for name, why in _not_run(report)] + [""]
     lines += ["## Provenance", ""] + [f"- {line}" for line in _models_lines(report)]
     provenance = report["provenance"]
     lines += [f"- data fingerprint: `{json.dumps(provenance['data_fingerprint'], sort_keys=True)}`",
@@ -172,9 +181,9 @@ def write_html(path: str | Path, report: Mapping[str, Any]) -> Path:
         body.append(f"<tr class='verdict {CSS_CLASS[test['verdict']]}' data-key='{e(test['key'])}'>"
                     + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
     body.append("</tbody></table>")
-    if report["skipped"]:
-        body.append("<p>Not run:</p><ul>" + "".join(f"<li>{e(k)}: {e(v)}</li>" for k, v in report["skipped"].items())
-                    + "</ul>")
+    if report["skipped"] or report["untested"]:
+        body.append("<p>Not run or not tested:</p><ul>" + "".join(f"<li>{e(k)}: {e(v)}</li>"
+                                                                  for k, v in _not_run(report)) + "</ul>")
     for caption, uri in figures:
         body.append(f"<figure><img alt='{e(caption)}' src='{uri}'><figcaption>{e(caption)}</figcaption></figure>")
     provenance = report["provenance"]

@@ -58,7 +58,7 @@ def run_audit(target: Model, original: Model, retrained: Sequence[Model], *, cfg
     names = options.metric_names()
     plan = plan_references(cfg, dataset, forget, names, settings=options.setting, cache_dir=options.cache_dir,
                            retrained_seeds=[] if retrained else retrained_seeds, original_meta=original.meta,
-                           replay_seconds=_replay_seconds(method, target.meta, original.meta, dataset, forget))
+                           replay_seconds=_replay_seconds(method, target.meta, original.meta))
     echo(plan.describe())
     if not retrained:
         echo(f"audit: retrained references, seeds {', '.join(map(str, retrained_seeds))}")
@@ -77,7 +77,7 @@ def run_audit(target: Model, original: Model, retrained: Sequence[Model], *, cfg
                                        hyperparameters=target.meta.get("hyperparameters", {}), attack=attack,
                                        device=device)
     reference_names = [n for n in names if n not in skipped and needs_retrained_values(METRICS[n])]
-    reference_options = EvalOptions(**{**vars(options), "metrics": tuple(reference_names)})
+    reference_options = _with_metrics(options, reference_names)
     retrained_results = []
     for r in retrained:
         echo(f"audit: the same metrics on retrained seed {r.meta.get('seed')} ({', '.join(reference_names)})")
@@ -86,14 +86,14 @@ def run_audit(target: Model, original: Model, retrained: Sequence[Model], *, cfg
                                     attack=attack.for_method(None), device=device)
         retrained_results.append(values)
     ran = [n for n in names if n not in skipped]
-    verdicts = output_verdicts(ran, results, retrained_results)
+    untested: dict[str, str] = {}
+    verdicts = output_verdicts(ran, results, retrained_results, untested)
     if _same_weights(target, original):
         control_results = results
     else:
         echo(f"audit: the same metrics on the original, the positive control ({', '.join(ran)})")
         control_results, _ = compute_metrics(outputs[id(original)], dataset, forget, original=outputs[id(original)],
-                                             retrained=yardsticks, options=EvalOptions(**{**vars(options),
-                                                                                          "metrics": tuple(ran)}),
+                                             retrained=yardsticks, options=_with_metrics(options, ran),
                                              method="original", attack=attack.for_method(lambda model, seed: model),
                                              device=device)
     control = output_verdicts(ran, control_results, retrained_results)
@@ -111,6 +111,7 @@ def run_audit(target: Model, original: Model, retrained: Sequence[Model], *, cfg
         "exit_code": exit_code,
         "tests": [v.as_dict() for v in verdicts],
         "skipped": skipped,
+        "untested": untested,
         "dataset": dataset.name, "classes": dataset.classes, "forget": forget,
         "forget_names": [dataset.classes[i] for i in forget], "method": method,
         "results": results,
@@ -131,8 +132,11 @@ def run_audit(target: Model, original: Model, retrained: Sequence[Model], *, cfg
     }
 
 
-def _replay_seconds(method: str, target_meta: dict, original_meta: dict, dataset: ImageDataset,
-                    forget: Sequence[int]) -> float | None:
+def _with_metrics(options: EvalOptions, names: Sequence[str]) -> EvalOptions:
+    return EvalOptions(**{**vars(options), "metrics": tuple(names)})
+
+
+def _replay_seconds(method: str, target_meta: dict, original_meta: dict) -> float | None:
     """One replay of the method on a shadow original: as long as the audited model's own run took."""
     if method == "original":
         return 0.0

@@ -145,13 +145,17 @@ def judge(*, key: str, label: str, metric: str, better: str, value: float, inter
 
 
 def column_verdict(metric: Metric, column: Column, results: Mapping[str, Any],
-                   retrained_results: Sequence[Mapping[str, Any]]) -> Verdict | None:
-    """The verdict of one registered column of the model under audit."""
-    if column.audit == "none" or results.get(column.key) is None:
+                   retrained_results: Sequence[Mapping[str, Any]], untested: dict[str, str] | None = None
+                   ) -> Verdict | None:
+    """The verdict of one registered column of the model under audit; where a tested value has no yardstick,
+    None and the reason in `untested`."""
+    if column.audit == "none" or RULES[column.better] is None or results.get(column.key) is None:
         return None
     floor = _bounds(results, column.floor) if column.floor else None
     if column.floor and floor is None:
-        return None  # a floor needs two retrained models; without it there is no yardstick
+        if untested is not None:
+            untested[column.label] = f"no floor ({column.floor}): give two retrained models of different seeds"
+        return None
     yardsticks = [b for r in retrained_results if (b := _bounds(r, column.key)) is not None]
     informative = results.get(column.informative) if column.informative else None
     verdict = judge(key=column.key, label=column.label, metric=metric.name, better=column.better,
@@ -164,13 +168,14 @@ def column_verdict(metric: Metric, column: Column, results: Mapping[str, Any],
 
 
 def output_verdicts(metric_names: Sequence[str], results: Mapping[str, Any],
-                    retrained_results: Sequence[Mapping[str, Any]]) -> list[Verdict]:
+                    retrained_results: Sequence[Mapping[str, Any]], untested: dict[str, str] | None = None
+                    ) -> list[Verdict]:
     """Every tested column of every metric that ran, in registry order."""
     verdicts = []
     for name in metric_names:
         metric = METRICS[name]
         for column in metric.columns:
-            verdict = column_verdict(metric, column, results, retrained_results)
+            verdict = column_verdict(metric, column, results, retrained_results, untested)
             if verdict is not None:
                 verdicts.append(verdict)
     return verdicts
