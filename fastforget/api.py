@@ -172,12 +172,18 @@ def _distinct_models(paths: Sequence[str | Path], flag: str) -> None:
         seen[digest] = path
 
 
-def _forget_of(meta: dict, forget: Sequence[str | int], dataset: ImageDataset, checkpoint: str | Path) -> list[int]:
-    """The forget classes: given, else what an unlearned model forgot or a retrained one excluded."""
+def _subject(checkpoint: str | Path, config: str | Path | None, forget: Sequence[str | int]
+             ) -> tuple[nn.Module, dict, Config, ImageDataset, list[int]]:
+    """The model to evaluate or audit, its sidecar, config, data set (checked against the sidecar) and forget
+    classes: given, else what an unlearned model forgot or a retrained one excluded."""
+    model, meta = load_checkpoint(checkpoint)
+    cfg = config_for_checkpoint(meta, config)
+    dataset = load_dataset(meta["dataset"], cfg.data.get("root") or None)
+    check_data(meta, dataset, checkpoint)
     forget_ids = resolve_classes(list(forget) or meta.get("forget") or meta.get("excluded", []), dataset.classes)
     if not forget_ids:
         raise ConfigError(f"{checkpoint} records no forget classes (an original model?): name them with --forget")
-    return forget_ids
+    return model, meta, cfg, dataset, forget_ids
 
 
 def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), original: str | Path | None = None,
@@ -196,12 +202,8 @@ def evaluate(checkpoint: str | Path, *, forget: Sequence[str | int] = (), origin
     if plots_dir:
         check_output_dir(plots_dir, "--plots")
     _distinct_models(retrained, "--retrained")
-    model, meta = load_checkpoint(checkpoint)
-    cfg = config_for_checkpoint(meta, config)
-    dataset = load_dataset(meta["dataset"], cfg.data.get("root") or None)
-    check_data(meta, dataset, checkpoint)
+    model, meta, cfg, dataset, forget_ids = _subject(checkpoint, config, forget)
     role = model_role(meta)
-    forget_ids = _forget_of(meta, forget, dataset, checkpoint)
     opts = EvalOptions.from_dict({**(options or {}), **({"metrics": tuple(metrics)} if metrics else {})})
     if nearest is not None:
         opts.settings["nearest"] = resolve_classes([nearest], dataset.classes)[0]
@@ -266,12 +268,8 @@ def audit(checkpoint: str | Path, *, original: str | Path, out: str | Path, retr
     if any(file_sha256(resolve_checkpoint(path)[0]) == digest for path in retrained):
         raise ConfigError(f"--checkpoint {checkpoint} is also given as --retrained: the audited model would be its "
                           "own yardstick; give retrained models of other seeds, or leave --retrained out to train them")
-    model, meta = load_checkpoint(checkpoint)
-    cfg = config_for_checkpoint(meta, config)
-    dataset = load_dataset(meta["dataset"], cfg.data.get("root") or None)
-    check_data(meta, dataset, checkpoint)
+    model, meta, cfg, dataset, forget_ids = _subject(checkpoint, config, forget)
     role = model_role(meta)
-    forget_ids = _forget_of(meta, forget, dataset, checkpoint)
     opts = EvalOptions.from_dict({**(options or {}), "metrics": tuple(metrics) if metrics else tuple(METRICS)})
     opts.cache_dir = opts.cache_dir or cache_dir()
     if opts.train_samples:
