@@ -61,7 +61,8 @@ class ReferencePlan:
         parts = ", ".join(f"{s.to_train} {s.what}" for s in self.steps if s.to_train)
         seconds = self.seconds
         eta = f"about {_duration(seconds)}" if seconds is not None else "time unknown (no training time recorded)"
-        return f"audit: {self.to_train} models to train ({parts}): {eta}; finished ones are cached, rerun to resume"
+        return (f"audit: {self.to_train} models to train or replay ({parts}): {eta}; trained ones are cached, rerun "
+                "to resume")
 
     def as_dict(self) -> dict:
         return {"steps": [asdict(s) for s in self.steps], "retrained_seeds": self.retrained_seeds,

@@ -55,7 +55,7 @@ def _rows(report: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], list[str]]
     return [(t, [t["label"], t["kind"], t["concern"], _shown(t), t["test"], _outcome(t)]) for t in report["tests"]]
 
 
-HEADERS = ["test", "kind", "concern", "value [95% interval]", "passes when", "verdict"]
+HEADERS = ["test", "kind", "concern", "value [95% interval]", "passes when (interval against yardstick)", "verdict"]
 
 
 def _summary(report: Mapping[str, Any]) -> str:

@@ -112,23 +112,23 @@ def judge(*, key: str, label: str, metric: str, better: str, value: float, inter
     width = None
     if rule.yardstick == "ideal":
         threshold, failed = rule.ideal, low > rule.ideal
-        test = f"interval reaches chance: lower bound <= {shown(threshold)}"
+        test = f"lower bound <= {shown(threshold)} (chance)"
         excess, yardstick = value - threshold, {"kind": "chance", "value": threshold}
     elif floor is not None:
         threshold, width = floor[1], floor[1] - floor[0]
         failed = low > threshold
-        test = f"interval reaches the retrained-vs-retrained floor [{shown(floor[0])}, {shown(floor[1])}]: " \
-               f"lower bound <= {shown(threshold)}"
+        test = f"lower bound <= {shown(threshold)}, the top of the retrained-vs-retrained floor " \
+               f"[{shown(floor[0])}, {shown(floor[1])}]"
         excess, yardstick = value - threshold, {"kind": "floor", "interval": list(floor)}
     elif yardsticks:
         if better == "lower":
             threshold = max(bound for _, bound in yardsticks)
             failed, excess = low > threshold, value - threshold
-            test = f"interval reaches {source}': lower bound <= {shown(threshold)}, their highest upper bound"
+            test = f"lower bound <= {shown(threshold)}, the highest upper bound of {source}"
         else:
             threshold = min(bound for bound, _ in yardsticks)
             failed, excess = high < threshold, threshold - value
-            test = f"interval reaches {source}': upper bound >= {shown(threshold)}, their lowest lower bound"
+            test = f"upper bound >= {shown(threshold)}, the lowest lower bound of {source}"
         yardstick = {"kind": "retrained", "intervals": [list(bounds) for bounds in yardsticks]}
     else:
         return None
