@@ -31,6 +31,7 @@ from fastforget.audit import (
     classifier_layer,
     judge,
     penultimate_features,
+    plan_references,
     weight_change,
 )
 from fastforget.audit.verdicts import apply_control, output_verdicts, overall
@@ -163,6 +164,29 @@ def test_weight_change_sees_through_wrappers_and_counts_every_changed_tensor():
     change = weight_change(changed, original)
     assert not change.all_identical and change.identical == tensors - 1
     assert change.max_abs_change == pytest.approx(0.25)
+
+
+def test_plan_counts_what_is_missing_and_estimates_from_the_recorded_time(digits, tmp_path):
+    from fastforget.audit.references import retrained_folder
+    from fastforget.config import load_config
+
+    cfg = load_config("digits", TINY)
+    settings = {"shadows": 3, "reference_models": 4}.__getitem__
+    cached = retrained_folder(cfg, digits, [3], 7, tmp_path)
+    cached.mkdir(parents=True)
+    (cached / "model.json").write_text("{}")  # a finished reference: not counted again
+    plan = plan_references(cfg, digits, [3], ["accuracy", "ulira", "rmia"], settings=settings, cache_dir=tmp_path,
+                           retrained_seeds=[7, 8], original_meta={"train_seconds": 10.0}, replay_seconds=2.0)
+    steps = {s.what: (s.needed, s.to_train) for s in plan.steps}
+    assert steps == {"retrained references": (2, 1), "U-LIRA shadow original": (3, 3),
+                     "U-LIRA shadow retrained": (3, 3), "U-LIRA method replays": (3, 3), "RMIA references": (4, 4)}
+    retained = float((digits.train_labels != 3).float().mean())
+    expected = 10.0 * retained * (1 + 3) + 10.0 * 3 + 2.0 * 3 + 5.0 * 4
+    assert plan.seconds == pytest.approx(expected)
+    assert plan.to_train == 14 and "14 models to train" in plan.describe()
+    unknown = plan_references(cfg, digits, [3], ["accuracy"], settings=settings, cache_dir=tmp_path,
+                              retrained_seeds=[9], original_meta={}, replay_seconds=None)
+    assert unknown.seconds is None and "time unknown" in unknown.describe()
 
 
 # ------------------------------------------------------------------------------------------------ digits audits
