@@ -20,6 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from fastforget.data import ImageDataset
+from fastforget.errors import ConfigError
 from fastforget.inference import predict_logits
 from fastforget.metrics.intervals import Interval, bootstrap_mean
 
@@ -148,7 +149,8 @@ def linear_probe(model: nn.Module, dataset: ImageDataset, forget: Sequence[int],
     retained_rows = _stratified(labels, torch.nonzero(~is_forget).flatten(), retained, generator)
     forget_pools = [torch.nonzero(labels == c).flatten() for c in forget]
     if min(len(pool) for pool in forget_pools) < shots:
-        raise ValueError(f"the probe needs {shots} labelled training samples of each forget class; some have fewer")
+        raise ConfigError(f"the linear probe needs {shots} labelled training samples of each forget class and some "
+                          "have fewer: lower the probe's shots (api.audit(..., probe={'shots': N}))")
     train_features = penultimate_features(model, dataset.train_images, dataset).numpy().astype(np.float64)
     test_features = penultimate_features(model, dataset.test_images, dataset).numpy().astype(np.float64)
     test_labels = dataset.test_labels.numpy()
