@@ -327,7 +327,7 @@ CASES: dict[str, Case] = {
     "--reference-models 0": Case([*EVAL, "--metrics", "rmia", "--reference-models", "0"],
                                  ["'--reference-models'", "greater than or equal to 1"]),
     "--train-samples -5": Case([*EVAL, "--train-samples", "-5"], ["'--train-samples'", "greater than or equal to 0"]),
-    "--metrics unknown": Case([*EVAL, "--metrics", "accuracy,bogus"], ["unknown metric(s) ['bogus']"]),
+    "--metrics unknown": Case([*EVAL, "--metrics", "accuracy,bogus"], ["unknown metric 'bogus'", "choose from"]),
     "the same --retrained twice": Case([*EVAL, "--retrained", "{retrained}", "--retrained", "{retrained}"],
                                        ["are the same model", "--seed N"]),
     "a copy of one --retrained as another": Case([*EVAL, "--retrained", "{retrained}", "--retrained", "{case}/ckpt"],

@@ -2,6 +2,7 @@
 them (one evaluation seed, the whole training split, which retrained model UTV uses, what a checkpoint is), and
 `api.evaluate` end to end with U-LIRA, RMIA, intervals, the JSON report, the plots and the shadow-model cache."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -157,7 +158,10 @@ def test_a_retrained_checkpoint_forgets_what_it_excluded_and_is_called_retrain(s
 
 
 def test_utv_uses_the_retrained_model_of_the_same_seed(saved, tmp_path, digits_retrained):
-    save_checkpoint(tmp_path / "retrained-s5", digits_retrained.model, {**digits_retrained.meta, "seed": 5})
+    other = copy.deepcopy(digits_retrained.model)  # another seed's model: other weights (identical ones are refused)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    save_checkpoint(tmp_path / "retrained-s5", other, {**digits_retrained.meta, "seed": 5})
     with pytest.raises(ConfigError, match=r"seed 0.*\[5\].*--seed 0"):
         api.evaluate(saved["original"], forget=["3"], retrained=[tmp_path / "retrained-s5"], metrics=["utv"])
     report = api.evaluate(saved["original"], forget=["3"], retrained=[tmp_path / "retrained-s5", saved["retrained"]],
