@@ -286,6 +286,8 @@ def test_rw_mask_passes_output_tests_but_not_the_white_box_ones(audits):
 def test_references_are_trained_once_with_an_estimate_and_reused(audits):
     first = audits["reports"]["original"]["references"]
     assert first["to_train"] == 8 and first["estimated_seconds"] > 0  # 2 retrained, 2 + 2 shadows, 2 RMIA
+    taken = first["seconds_training_or_loading"]
+    print(f"references: estimated {first['estimated_seconds']:.1f} s, took {taken:.1f} s")
     assert any("models to train" in line and "about" in line for line in audits["lines"])
     steps = {s["what"]: s for s in audits["reports"]["rw-mask"]["references"]["steps"]}
     assert steps["U-LIRA shadow original"]["to_train"] == 0 and steps["RMIA references"]["to_train"] == 0

@@ -60,12 +60,14 @@ def run_audit(target: Model, original: Model, retrained: Sequence[Model], *, cfg
                            retrained_seeds=[] if retrained else retrained_seeds, original_meta=original.meta,
                            replay_seconds=_replay_seconds(method, target.meta, original.meta))
     echo(plan.describe())
+    references_start = time.perf_counter()
     if not retrained:
         echo(f"audit: retrained references, seeds {', '.join(map(str, retrained_seeds))}")
         retrained = [Model("retrained", m, meta, folder) for folder, m, meta in
                      retrained_references(cfg, dataset, forget, retrained_seeds, options.cache_dir)]
     attack = AttackSetup(cfg, options.cache_dir, replay)
     _train_attack_models(attack, dataset, forget, names, options, echo)
+    references_seconds = time.perf_counter() - references_start  # beside the estimate (replays come later)
 
     echo("audit: model outputs")
     rows = train_rows(dataset, options.train_samples, options.seed)
@@ -118,7 +120,7 @@ def run_audit(target: Model, original: Model, retrained: Sequence[Model], *, cfg
         "retrained_results": retrained_results,
         "original_results": control_results,
         "whitebox": whitebox,
-        "references": plan.as_dict(),
+        "references": plan.as_dict() | {"seconds_training_or_loading": references_seconds},
         "provenance": {
             "models": [m.provenance() for m in (target, original, *retrained)],
             "data_fingerprint": data_fingerprint(dataset),
