@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # a plain checkout (no `pip install -e .`) still imports fastforget and kernels
+if str(REPO) not in sys.path:  # a plain checkout (no `pip install -e .`) imports fastforget and fastforget_kernels
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("FASTFORGET_PROGRESS", "0")
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from kernels import reference
-from kernels.dispatch import reweighted_cross_entropy_with_mask
+from fastforget_kernels import reference
+from fastforget_kernels.dispatch import reweighted_cross_entropy_with_mask
 
 CPU_TARGET_SHAPES = [(8192, 10), (8192, 1000), (512, 32000)]  # the issue's CPU targets
 BASELINE = "naive-eager"
@@ -36,7 +36,7 @@ def through_dispatch(backend: str | None) -> Callable[[torch.Tensor, torch.Tenso
 
 
 def closed_form(form: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-    from kernels.cpu_cross_entropy import ClosedFormCrossEntropyFunction
+    from fastforget_kernels.cpu_cross_entropy import ClosedFormCrossEntropyFunction
 
     def loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return ClosedFormCrossEntropyFunction.apply(student, teacher, mask, "proportional", "mean", form)
@@ -163,7 +163,7 @@ def fused_bytes(s: int, t: int, classes: int, seed_grad_output: bool = True) -> 
     """The fused kernel: one read of each input and one gradient write when a row fits a block (K <= 1024, or
     K <= 4096 with vector loads), two reads of each otherwise; a backward for grad_output != 1 re-reads both
     inputs and rewrites the gradient."""
-    from kernels import launch
+    from fastforget_kernels import launch
 
     reads = 1 if launch.tiling(classes, (s, t)).single else 2
     forward = reads * (s + t) + s

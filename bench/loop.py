@@ -20,11 +20,12 @@ machine hits all of them alike):
   before            fastforget from the tree given by --before (e.g. `git archive BASE | tar -x -C DIR`)
 Each process first runs its case once untimed (one-time costs: imports, oneDNN kernels, compilation), then times
 --reps runs; a round's number is the median of its reps, the table gives the median over rounds and the spread
-(min..max). `ops` counts ATen operators per training step with torch.profiler: run the case with one and two
-epochs and divide the difference by the extra steps, so set-up work cancels. "top_level": ATen operators
-dispatched from Python or the autograd engine, views included (what the issue counted); "kernels": the leaf
-operators that compute (no views, allocations or no-op casts) plus Inductor's fused C++ kernels, i.e. what would
-each be a kernel launch on a GPU (`bench/gpu_loop.py` counts real launches there).
+(min..max), and the same for the process's CPU time (one torch thread: on a loaded machine CPU time is what
+waiting for a core does not inflate). `ops` counts ATen operators per training step with torch.profiler: run the
+case with one and two epochs and divide the difference by the extra steps, so set-up work cancels.
+"top_level": ATen operators dispatched from Python or the autograd engine, views included (what the issue
+counted); "kernels": the leaf operators that compute (no views, allocations or no-op casts) plus Inductor's fused
+C++ kernels, i.e. what would each be a kernel launch on a GPU (`bench/gpu/60_loop.py` counts real launches there).
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ class Case:
         import torch
         import torch.nn.functional as F
 
-        import kernels
+        import fastforget_kernels as kernels
 
         start = time.perf_counter()
         student = copy.deepcopy(self.original).to(memory_format=torch.channels_last)
@@ -266,8 +267,13 @@ def child(args: argparse.Namespace) -> None:
         (one, steps_one), (two, steps_two) = count_ops(lambda: runner(1)), count_ops(lambda: runner(2))
         out["ops_per_step"] = {k: (two[k] - one[k]) / (steps_two - steps_one) for k in one}
     else:
-        times = [runner() for _ in range(args.reps)]
+        times, cpu = [], []
+        for _ in range(args.reps):
+            start_cpu = time.process_time()
+            times.append(runner())
+            cpu.append(time.process_time() - start_cpu)
         out["seconds"] = [seconds for seconds, _ in times]
+        out["cpu_seconds"] = cpu  # the process's CPU time: on a loaded machine, less moved by waiting for a core
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -301,11 +307,26 @@ def summarise(results: list[dict]) -> list[dict]:
             per_round = [statistics.median(r["seconds"]) for r in mine]
             median = statistics.median(per_round)
             steps = mine[0]["steps"]
+            plain_by_round = {r["round"]: statistics.median(r["seconds"]) for r in results
+                              if r["case"] == case and r["impl"] == "plain"}
+            ratios = [plain_by_round[r["round"]] / statistics.median(r["seconds"]) for r in mine
+                      if r["round"] in plain_by_round]
             row = {"case": case, "impl": impl, "median s": median,
                    "min..max s": f"{min(per_round):.3g}..{max(per_round):.3g}", "steps/s": steps / median,
                    "x plain": statistics.median(plain) / median if plain else None,
+                   "x plain per round": (f"{statistics.median(ratios):.3g} ({min(ratios):.3g}..{max(ratios):.3g})"
+                                         if ratios else None),
                    "first run, reported s": statistics.median(r["first_run_reported_s"] for r in mine),
                    "first run, wall s": statistics.median(r["first_run_wall_s"] for r in mine)}
+            cpu = [statistics.median(r["cpu_seconds"]) for r in mine if "cpu_seconds" in r]
+            plain_cpu = {r["round"]: statistics.median(r["cpu_seconds"]) for r in results
+                         if r["case"] == case and r["impl"] == "plain" and "cpu_seconds" in r}
+            cpu_ratios = [plain_cpu[r["round"]] / statistics.median(r["cpu_seconds"]) for r in mine
+                          if "cpu_seconds" in r and r["round"] in plain_cpu]
+            if cpu:
+                row |= {"median CPU s": statistics.median(cpu),
+                        "x plain, CPU time": (f"{statistics.median(cpu_ratios):.3g} ({min(cpu_ratios):.3g}.."
+                                              f"{max(cpu_ratios):.3g})" if cpu_ratios else None)}
             rows.append(row)
     return rows
 
@@ -337,26 +358,35 @@ def parent(args: argparse.Namespace) -> None:
                 if impl == "plain" or args.ops_all or case != "cifar-epoch" or impl != "after+compile":
                     ops.append(run_child(case, impl, tree[impl], "ops", args))
                     print(f"ops {case} {impl}: {ops[-1]['ops_per_step']}", flush=True)
-    timed = []
+    timed: list[dict] = []
     for round_ in range(args.rounds):
         for case in cases:
             for impl in impls[round_ % len(impls):] + impls[:round_ % len(impls)]:  # rotate who goes first
-                timed.append(run_child(case, impl, tree[impl], "time", args))
+                timed.append(run_child(case, impl, tree[impl], "time", args) | {"round": round_})
                 print(f"round {round_ + 1} {case} {impl}: {timed[-1]['seconds']} load {timed[-1]['load_1min']}",
                       flush=True)
+        write_report(report, ops, timed, round_ + 1, args)  # after every round: a killed run keeps what it measured
+
+
+def write_report(report: dict, ops: list[dict], timed: list[dict], rounds: int, args: argparse.Namespace) -> None:
     rows = summarise(timed)
-    report |= {"load_1min_end": os.getloadavg()[0], "ops": ops, "timed": timed, "summary": rows}
+    report |= {"load_1min_end": os.getloadavg()[0], "rounds_done": rounds, "ops": ops, "timed": timed,
+               "summary": rows}
     text = [f"Machine: {report['machine']}; load average (1 min) {report['load_1min_start']:.2f} at the start, "
-            f"{report['load_1min_end']:.2f} at the end; torch threads {args.threads}; bf16 autocast {args.amp}.", ""]
+            f"{report['load_1min_end']:.2f} at the end; {rounds} rounds; torch threads {args.threads}; "
+            f"bf16 autocast {args.amp}.", ""]
     if ops:
         text += [markdown([{"case": o["case"], "impl": o["impl"], **o["ops_per_step"]} for o in ops],
                           ["case", "impl", "top_level", "kernels", "inductor_kernels"]), ""]
-    text.append(markdown(rows, ["case", "impl", "median s", "min..max s", "steps/s", "x plain",
-                                "first run, reported s", "first run, wall s"]))
-    print("\n".join(text))
+    text.append(markdown(rows, ["case", "impl", "median s", "min..max s", "steps/s", "x plain", "x plain per round",
+                                "median CPU s", "x plain, CPU time", "first run, reported s", "first run, wall s"]))
+    print("\n".join(text), flush=True)
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2))
-        Path(args.out).with_suffix(".md").write_text("\n".join(text) + "\n")
+        for path, content in ((Path(args.out), json.dumps(report, indent=2)),
+                              (Path(args.out).with_suffix(".md"), "\n".join(text) + "\n")):
+            temporary = path.with_name(path.name + ".tmp")
+            temporary.write_text(content)
+            temporary.replace(path)
 
 
 def _machine() -> str:

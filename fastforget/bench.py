@@ -13,6 +13,10 @@ import csv
 import hashlib
 import json
 import math
+import shlex
+import socket
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +29,11 @@ from fastforget.checkpoint import SIDECAR, check_data, load_checkpoint, save_che
 from fastforget.config import Config, Rule, check_value, did_you_mean, load_config
 from fastforget.data import ImageDataset, data_fingerprint, load_dataset, resolve_classes
 from fastforget.data.sources import cache_dir
-from fastforget.errors import ConfigError
-from fastforget.evaluate import AttackSetup, evaluate, model_outputs, train_rows
-from fastforget.io import append_jsonl, atomic_write, check_output_dir, exclusive_lock, write_json
+from fastforget.engines import Engine, Failure, Task, execution_record
+from fastforget.engines.local import LocalEngine
+from fastforget.errors import CheckpointError, ConfigError, DataMismatchError, GridIncompleteError
+from fastforget.evaluate import AttackSetup, evaluate, model_outputs, save_per_sample, train_rows
+from fastforget.io import append_jsonl, atomic_write, check_output_dir, exclusive_lock, safe_name, write_json
 from fastforget.metrics.intervals import combine_cells
 from fastforget.metrics.registry import (
     METRICS,
@@ -35,12 +41,11 @@ from fastforget.metrics.registry import (
     TABLE_TITLES,
     Column,
     EvalOptions,
-    Outputs,
     default_metrics,
     uninformative_mark,
 )
 from fastforget.runtime import environment, progress_enabled, resolve_device
-from fastforget.shadows import recipe_key
+from fastforget.shadows import ShadowSpec, recipe_key, shadow_specs, train_shadow
 from fastforget.train import train_model
 from fastforget.unlearn import UnlearnContext, run_method
 
@@ -157,24 +162,6 @@ def _cell_key(method: str, forget: Sequence[int], seed: int) -> str:
     return f"{method}|{_tag(forget)}|s{seed}"
 
 
-def _model(folder: Path, bench: BenchPlan, *, seed: int, exclude: Sequence[int], desc: str) -> tuple:
-    """Reuse the model in `folder` if its sidecar matches this config, seed and exclusion; else train it."""
-    key = recipe_key(bench.cfg)
-    if (folder / SIDECAR).is_file():
-        model, meta = load_checkpoint(folder)
-        expected = {"seed": seed, "excluded": sorted(exclude), "recipe_key": key}
-        found = {k: meta.get(k) for k in expected}
-        if found != expected:
-            raise ConfigError(f"{folder} holds a model trained with {found}, not {expected}: this output folder "
-                              "belongs to another config; use a fresh --out, or --overwrite to move it aside")
-        check_data(meta, bench.dataset, folder)
-        return model, meta
-    trained = train_model(bench.cfg, exclude=sorted(exclude), seed=seed, dataset=bench.dataset, desc=desc)
-    trained.meta["recipe_key"] = key
-    save_checkpoint(folder, trained.model, trained.meta)
-    return trained.model.eval(), trained.meta
-
-
 def config_hash(config: dict, settings: dict, fingerprint: dict | None) -> str:
     """A short hash of everything that decides a cell's numbers (config, bench settings, data), but not of which
     cells there are: a grid extended with methods, forget classes or seeds keeps its hash."""
@@ -243,100 +230,326 @@ def _read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def run(bench: BenchPlan, out: str | Path, *, overwrite: bool = False) -> Path:
-    """Run every unfinished cell, then write the report; returns the report's path.
+# ---------------------------------------------------------------- the plan as a graph of tasks
 
-    One run at a time holds `results.jsonl`'s lock; the folder's earlier results and models are checked against
-    this config before anything is written; every result line carries the config's hash.
+@dataclass(frozen=True)
+class GridContext:
+    """What every task of a grid needs, and nothing heavy (no tensors): it travels to Ray workers as is."""
+
+    cfg: Config
+    settings: dict
+    out: Path
+    fingerprint: dict
+    cache_dir: Path
+
+    def options(self) -> EvalOptions:
+        """One evaluation seed and one set of train rows for every cell (bench.eval_seed, bench.train_samples)."""
+        s = self.settings
+        return EvalOptions(metrics=tuple(s["metrics"]), seed=s["eval_seed"], train_samples=s["train_samples"],
+                           cache_dir=self.cache_dir,
+                           settings={"shadows": s["shadows"], "reference_models": s["reference_models"]})
+
+
+_DATASETS: dict[tuple, ImageDataset] = {}  # per process: a worker loads the data set once for all its tasks
+_LOADED: OrderedDict[tuple, tuple] = OrderedDict()  # per process: (folder, weights) -> (model, meta, outputs)
+LOADED_MODELS = 8
+_ATTACKS: dict[tuple, AttackSetup] = {}  # per process: shadow and reference models, loaded once
+
+
+def _attack(ctx: GridContext) -> AttackSetup:
+    """This process's U-LIRA / RMIA models (loaded once, shared by its cells; trained by tasks of their own)."""
+    key = (recipe_key(ctx.cfg), str(ctx.cache_dir))
+    if key not in _ATTACKS:
+        _ATTACKS.clear()
+        _ATTACKS[key] = AttackSetup(ctx.cfg, ctx.cache_dir, train_missing=False)
+    return _ATTACKS[key]
+
+
+def _data_key(cfg: Config) -> tuple:
+    return cfg.data["name"], cfg.data.get("root") or None
+
+
+def grid_dataset(ctx: GridContext) -> ImageDataset:
+    """The grid's data set in this process, checked against the driver's fingerprint (a node of a cluster that
+    sees other data would compute other numbers)."""
+    key = _data_key(ctx.cfg)
+    if key not in _DATASETS:
+        dataset = load_dataset(*key)
+        if data_fingerprint(dataset) != ctx.fingerprint:
+            raise DataMismatchError(f"the {key[0]} data on {socket.gethostname()} differ from the data the grid was "
+                                    "planned with: every node must read the same files (FASTFORGET_DATA)")
+        _DATASETS.clear()
+        _DATASETS[key] = dataset
+    return _DATASETS[key]
+
+
+def _check_fits(folder: Path, meta: dict, ctx: GridContext, seed: int, exclude: Sequence[int]) -> None:
+    expected = {"seed": seed, "excluded": sorted(exclude), "recipe_key": recipe_key(ctx.cfg)}
+    found = {k: meta.get(k) for k in expected}
+    if found != expected:
+        raise ConfigError(f"{folder} holds a model trained with {found}, not {expected}: this output folder "
+                          "belongs to another config; use a fresh --out, or --overwrite to move it aside")
+
+
+def train_grid_model(ctx: GridContext, folder: str, seed: int, exclude: tuple[int, ...], desc: str) -> str:
+    """A training task: the model in `folder`, trained unless a fitting one is there already; returns the folder."""
+    path = Path(folder)
+    if (path / SIDECAR).is_file():
+        _check_fits(path, _read_json(path / SIDECAR), ctx, seed, exclude)
+        return folder
+    trained = train_model(ctx.cfg, exclude=sorted(exclude), seed=seed, dataset=grid_dataset(ctx), desc=desc)
+    trained.meta["recipe_key"] = recipe_key(ctx.cfg)
+    save_checkpoint(path, trained.model, trained.meta)
+    return folder
+
+
+def train_grid_shadow(ctx: GridContext, spec: ShadowSpec) -> str:
+    """A training task for a U-LIRA shadow or an RMIA reference model (cached under the cache folder)."""
+    if not spec.fits():
+        train_shadow(spec, ctx.cfg, grid_dataset(ctx))
+    return str(spec.folder)
+
+
+def _load_model(ctx: GridContext, folder: str, seed: int, exclude: Sequence[int], rows) -> tuple:
+    """A trained model with its outputs on the evaluated rows, loaded once per process (cells never train)."""
+    path = Path(folder)
+    if not (path / SIDECAR).is_file():
+        raise CheckpointError(f"{path} holds no model: its training task has not run or failed; rerun the "
+                              "benchmark to train it")
+    key = (str(path), _read_json(path / SIDECAR).get("weights_sha256"), len(rows))
+    if key not in _LOADED:
+        model, meta = load_checkpoint(path)
+        _check_fits(path, meta, ctx, seed, exclude)
+        dataset = grid_dataset(ctx)
+        check_data(meta, dataset, path)
+        _LOADED[key] = (model, meta, model_outputs(model, dataset, rows))
+        while len(_LOADED) > LOADED_MODELS:
+            _LOADED.popitem(last=False)
+    _LOADED.move_to_end(key)
+    return _LOADED[key]
+
+
+def run_grid_cell(ctx: GridContext, method: str, forget: list[int], seed: int, original: str,
+                  *models: str) -> dict:
+    """A cell task: one method on one forget set and seed, evaluated; `original` and then the retrained models
+    (and any shadow models, found by name) are the folders its training tasks wrote."""
+    dataset = grid_dataset(ctx)
+    options = ctx.options()
+    rows = train_rows(dataset, options.train_samples, options.seed)
+    original_model, original_meta, original_out = _load_model(ctx, original, seed, [], rows)
+    retrained = [_load_model(ctx, folder, seed + k * FLOOR_SEED_OFFSET, forget, rows)
+                 for k, folder in enumerate(models[:_retrained_count(ctx.settings)])]
+    gold_model, gold_meta, _ = retrained[0]
+    retrained_outs = [outputs for _, _, outputs in retrained]
+    device = resolve_device(ctx.cfg.train.device)
+    record = {"cell": _cell_key(method, forget, seed), "method": method, "forget": forget,
+              "forget_names": [dataset.classes[i] for i in forget], "seed": seed}
+    memory_kind = ""
+    base = ctx.settings["variants"].get(method, {}).get("method", method)
+    if method == "original":
+        model, hp, wall, memory = original_model, {}, 0.0, None
+    elif method == "retrain":  # the gold standard itself: retraining with the original's recipe and seed
+        model, hp, wall, memory = gold_model, {}, gold_meta["train_seconds"], None
+    else:
+        unlearn_ctx = UnlearnContext(original=original_model, meta=original_meta, dataset=dataset, forget=forget,
+                                     cfg=ctx.cfg, device=device, seed=seed)
+        variant = dict(ctx.settings["variants"].get(method, {"method": method}))
+        result = run_method(variant.pop("method"), unlearn_ctx, variant)
+        model, hp, wall, memory = result.model, result.hyperparameters, result.wall_seconds, result.peak_memory_bytes
+        memory_kind = result.memory_kind
+    cached = {"original": original_out, "retrain": retrained_outs[0]}
+    outputs = cached[method] if method in cached else model_outputs(model, dataset, rows)
+    # The retrain row is compared with the *other* retrained seeds: against itself its UTV would be 0 by definition.
+    references = retrained_outs[1:] if method == "retrain" else retrained_outs
+    replay = method_replay(base, hp, ctx.cfg, dataset, forget, device)
+    metrics, skipped = evaluate(outputs, dataset, forget, original=original_out, retrained=references,
+                                options=options, method=base, hyperparameters=hp,
+                                attack=_attack(ctx).for_method(replay), device=device)
+    # per-sample outputs, for re-analysis without rerunning
+    save_per_sample(ctx.out / "samples" / f"{safe_name(record['cell'])}.npz", dataset, forget, outputs,
+                    original=original_out, retrained=references, mia_feature=options.setting("mia_feature"),
+                    nearest=metrics.get("mia_nn_class"))
+    if method == "retrain" and not references:
+        skipped["utv"] = "the retrain row needs retrained_seeds >= 2 (a second retrained model to compare with)"
+    return {**record, "wall_seconds": wall, "peak_memory_bytes": memory, "peak_memory_kind": memory_kind,
+            "hyperparameters": hp, **metrics, "skipped": skipped, "versions": environment(device)}
+
+
+def _retrained_count(settings: dict) -> int:
+    return max(1, settings["retrained_seeds"])
+
+
+def build_graph(bench: BenchPlan, ctx: GridContext, cells: Sequence[tuple[int, list[int], str]]) -> list[Task]:
+    """Training tasks (originals, retrained models, shadow pairs, reference models) for `cells`, each once, then
+    the cells, each needing exactly the models it loads. Model folders keep their deterministic names."""
+    models = ctx.out / "models"
+    s = bench.settings
+    tasks: dict[str, Task] = {}
+
+    def training(key: str, fn, args: tuple, product: str) -> str:
+        if key not in tasks:
+            tasks[key] = Task(key=f"train:{key}", fn=fn, args=(ctx, *args), product=product)
+        return tasks[key].key
+
+    def grid_model(name: str, seed: int, exclude: Sequence[int], desc: str) -> str:
+        folder = str(models / name)
+        return training(name, train_grid_model, (folder, seed, tuple(exclude), desc), folder)
+
+    def shadows(kind: str, count: int, forget: Sequence[int] = ()) -> list[str]:
+        specs = shadow_specs(bench.cfg, bench.dataset, kind=kind, count=count, cache_dir=ctx.cache_dir, forget=forget)
+        return [training(f"shadow-{spec.folder.name}", train_grid_shadow, (spec,), str(spec.folder))
+                for spec in specs]
+
+    cell_tasks = []
+    for seed, forget, method in cells:
+        needs = [grid_model(f"original-s{seed}", seed, [], "original")]
+        needs += [grid_model(f"retrained-{_tag(forget)}-s{seed + k * FLOOR_SEED_OFFSET}", seed + k * FLOOR_SEED_OFFSET,
+                             forget, "retrain") for k in range(_retrained_count(s))]
+        if "ulira" in s["metrics"]:  # every row, the reference rows too (their replay: none, or retraining)
+            needs += shadows("original", s["shadows"]) + shadows("retrained", s["shadows"], forget)
+        if "rmia" in s["metrics"]:
+            needs += shadows("half", s["reference_models"])
+        cell_tasks.append(Task(key=f"cell:{_cell_key(method, forget, seed)}", fn=run_grid_cell,
+                               args=(ctx, method, forget, seed), needs=tuple(needs), cell=True))
+    return [*tasks.values(), *cell_tasks]
+
+
+def _all_cells(bench: BenchPlan) -> list[tuple[int, list[int], str]]:
+    return [(seed, forget, method) for seed in bench.seeds for forget in bench.forget_sets for method in bench.methods]
+
+
+# ---------------------------------------------------------------- running the graph (the driver)
+
+def run(bench: BenchPlan, out: str | Path, *, overwrite: bool = False, engine: Engine | None = None,
+        only: str | None = None) -> Path | None:
+    """Run every unfinished cell on `engine` (default: this process), then write the report; returns its path.
+
+    One run at a time holds `results.jsonl`'s lock, and only this process (the driver) writes it; the folder's
+    earlier results and models are checked against this config before anything is written; every result line
+    carries the config's hash. A task that fails is written to `failures.jsonl`, the rest of the grid finishes,
+    and `GridIncompleteError` is raised at the end (a rerun retries what failed). `only` runs one task of the
+    graph (a key that `commands` prints), holding the lock only to check the folder and to append its line.
     """
     out = check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.jsonl"
-    with exclusive_lock(results_path):
-        fingerprint = data_fingerprint(bench.dataset)
-        digest = config_hash(bench.cfg.raw, bench.settings, fingerprint)
-        _claim(out, bench, digest, fingerprint, overwrite)
-        write_json(out / "config.json", {"config": bench.cfg.raw, "bench": bench.settings, "config_hash": digest,
-                                         "data_fingerprint": fingerprint,
-                                         "versions": environment(resolve_device(bench.cfg.train.device))})
-        return _run_cells(bench, out, digest)
+    with exclusive_lock(results_path, wait_s=LOCK_WAIT_S if only else 0):
+        ctx = _start(bench, out, overwrite)
+        if only is None:
+            return _run_graph(bench, ctx, engine or LocalEngine())
+    return _run_one(bench, ctx, only)
 
 
-def _run_cells(bench: BenchPlan, out: Path, digest: str) -> Path:
-    results_path = out / "results.jsonl"
-    drop_partial_line(results_path)
+LOCK_WAIT_S = 600.0
+"""How long a single-task run (`--only`) waits for the results file's lock, which others hold only briefly."""
+
+
+def _start(bench: BenchPlan, out: Path, overwrite: bool) -> GridContext:
+    """Under the lock: the folder claimed for this config, config.json written, a half-written line cut."""
+    fingerprint = data_fingerprint(bench.dataset)
+    digest = config_hash(bench.cfg.raw, bench.settings, fingerprint)
+    _claim(out, bench, digest, fingerprint, overwrite)
+    write_json(out / "config.json", {"config": bench.cfg.raw, "bench": bench.settings, "config_hash": digest,
+                                     "data_fingerprint": fingerprint,
+                                     "versions": environment(resolve_device(bench.cfg.train.device))})
+    drop_partial_line(out / "results.jsonl")
+    _DATASETS[_data_key(bench.cfg)] = bench.dataset
+    return GridContext(cfg=bench.cfg, settings=bench.settings, out=out, fingerprint=fingerprint,
+                       cache_dir=Path(cache_dir()).resolve())
+
+
+def _digest(ctx: GridContext) -> str:
+    return config_hash(ctx.cfg.raw, ctx.settings, ctx.fingerprint)
+
+
+def _run_graph(bench: BenchPlan, ctx: GridContext, engine: Engine) -> Path | None:
+    results_path, failures_path = ctx.out / "results.jsonl", ctx.out / "failures.jsonl"
     done = {r["cell"] for r in read_results(results_path)}
-    s = bench.settings
-    options = EvalOptions(metrics=tuple(s["metrics"]), seed=s["eval_seed"], train_samples=s["train_samples"],
-                          cache_dir=cache_dir(),
-                          settings={"shadows": s["shadows"], "reference_models": s["reference_models"]})
-    options.metric_names()  # an unknown metric is an error before anything trains
-    attack = AttackSetup(bench.cfg, cache_dir())
-    cells = [(seed, forget, method) for seed in bench.seeds for forget in bench.forget_sets for method in bench.methods]
-    todo = [(seed, forget, method) for seed, forget, method in cells if _cell_key(method, forget, seed) not in done]
-    device = resolve_device(bench.cfg.train.device)
-    rows = train_rows(bench.dataset, options.train_samples, options.seed)
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="bench", disable=not progress_enabled())
-    cache: dict[tuple, tuple] = {}
-    for seed, forget, method in todo:
-        models = out / "models"
-        if ("original", seed) not in cache:
-            cache = {k: v for k, v in cache.items() if k[1] != seed - 1}  # keep memory flat across seeds
-            model, meta = _model(models / f"original-s{seed}", bench, seed=seed, exclude=[], desc="original")
-            cache[("original", seed)] = (model, meta, model_outputs(model, bench.dataset, rows))
-        if (_tag(forget), seed) not in cache:
-            retrained = [_model(models / f"retrained-{_tag(forget)}-s{seed + k * FLOOR_SEED_OFFSET}", bench,
-                                seed=seed + k * FLOOR_SEED_OFFSET, exclude=forget, desc="retrain")
-                         for k in range(max(1, s["retrained_seeds"]))]
-            cache[(_tag(forget), seed)] = ([model_outputs(m, bench.dataset, rows) for m, _ in retrained], retrained[0])
-        original, original_meta, original_out = cache[("original", seed)]
-        retrained_outs, (gold_model, gold_meta) = cache[(_tag(forget), seed)]
-        record = _run_cell(bench, method, forget, seed, original, original_meta, original_out, retrained_outs,
-                           gold_model, gold_meta, options, attack, device)
-        append_jsonl(results_path, {**record, "config_hash": digest})
-        bar.update(1)
-        bar.write(f"{record['cell']:<28} ACC_r {record.get('acc_r_test', float('nan')):6.2f}  "
-                  f"ACC_f {record.get('acc_f_test', float('nan')):6.2f}  MIA-NN {_fmt(record.get('mia_nn'))}  "
-                  f"UTV {_fmt(record.get('utv_test'))}  {record['wall_seconds']:.1f}s")
-    bar.close()
-    return write_report(out, bench.dataset.classes, bench.settings)
+    cells = _all_cells(bench)
+    todo = [c for c in cells if _cell_key(c[2], c[1], c[0]) not in done]
+    ctx.options().metric_names()  # an unknown metric is an error before anything trains
+    failures_path.unlink(missing_ok=True)  # what failed last time is retried now
+    failures: list[Failure] = []
+    digest = _digest(ctx)
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"bench ({engine.name})",
+               disable=not progress_enabled())
+
+    def on_done(task: Task, record: dict) -> None:
+        if task.cell:
+            append_jsonl(results_path, {**record, "config_hash": digest})
+            bar.update(1)
+            bar.write(_summary_line(record))
+
+    def on_failed(task: Task, failure: Failure) -> None:
+        failures.append(failure)
+        append_jsonl(failures_path, failure.as_dict())
+        bar.write(f"FAILED {task.key} ({failure.kind}): {failure.error}: {failure.message}")
+
+    try:
+        engine.run(build_graph(bench, ctx, todo) if todo else [], on_done, on_failed)
+    finally:
+        bar.close()
+    report = write_report(ctx.out, bench.dataset.classes, bench.settings) if read_results(results_path) else None
+    if failures:
+        cells_failed = sum(f.key.startswith("cell:") for f in failures)
+        first = next((f for f in failures if f.kind != "dependency"), failures[0])
+        raise GridIncompleteError(f"{len(failures)} task(s) failed ({cells_failed} cell(s) missing from the "
+                                  f"report), first {first.key}: {first.error}: {first.message}; see "
+                                  f"{failures_path}, fix the cause and rerun the same command to retry them")
+    return report
+
+
+def _summary_line(record: dict) -> str:
+    return (f"{record['cell']:<28} ACC_r {record.get('acc_r_test', float('nan')):6.2f}  "
+            f"ACC_f {record.get('acc_f_test', float('nan')):6.2f}  MIA-NN {_fmt(record.get('mia_nn'))}  "
+            f"UTV {_fmt(record.get('utv_test'))}  {record['wall_seconds']:.1f}s")
+
+
+def _run_one(bench: BenchPlan, ctx: GridContext, key: str) -> Path | None:
+    """One task of the graph in this process (a Slurm array element): a training task writes its model; a cell
+    task, whose models must exist, appends its line under the lock unless the cell is already there."""
+    tasks = {t.key: t for t in build_graph(bench, ctx, _all_cells(bench))}
+    if key not in tasks:
+        raise ConfigError(f"--only {key!r} is not a task of this grid{did_you_mean(key, tasks)}; "
+                          "`fastforget bench --print-commands` lists them")
+    task = tasks[key]
+    results_path = ctx.out / "results.jsonl"
+    if task.cell and any(r["cell"] == key.removeprefix("cell:") for r in read_results(results_path)):
+        return None
+    missing = [n for n in task.needs if not (Path(tasks[n].product) / SIDECAR).is_file()]
+    if missing:
+        raise CheckpointError(f"{key} needs the model of {missing[0]}, which is not trained yet: run its command "
+                              f"(--only {missing[0]}) first")
+    started = time.time()
+    value = task.fn(*task.args, *(tasks[n].product for n in task.needs))
+    if not task.cell:
+        return None
+    value["execution"] = execution_record("local", None, started)
+    with exclusive_lock(results_path, wait_s=LOCK_WAIT_S):
+        if not any(r["cell"] == value["cell"] for r in read_results(results_path)):
+            append_jsonl(results_path, {**value, "config_hash": _digest(ctx)})
+    return None
+
+
+def commands(bench: BenchPlan, out: str | Path, base: Sequence[str]) -> list[str]:
+    """One self-contained shell command per task of the whole grid (`base` is the bench command without --out),
+    in the order they can run: models first (independent of each other), then cells (independent of each other),
+    then the plain command, which finds every cell done and writes the report. Each command resumes: a model or
+    cell already there is not redone, and cells append to the same results.jsonl under its lock."""
+    ctx = GridContext(cfg=bench.cfg, settings=bench.settings, out=Path(out), fingerprint={},
+                      cache_dir=Path(cache_dir()).resolve())
+    tasks = build_graph(bench, ctx, _all_cells(bench))
+    plain = " ".join(shlex.quote(str(a)) for a in [*base, "--out", str(out)])
+    lines = ["# 1. models (independent; run them all before the cells)"]
+    lines += [f"{plain} --only {shlex.quote(t.key)}" for t in tasks if not t.cell]
+    lines += ["# 2. cells (independent; each appends one line to results.jsonl)"]
+    lines += [f"{plain} --only {shlex.quote(t.key)}" for t in tasks if t.cell]
+    lines += ["# 3. tables and report (every cell is done: nothing is recomputed)", plain]
+    return lines
 
 
 def _fmt(value: float | None) -> str:
     return "  -   " if value is None else f"{value:.3f}"
-
-
-def _run_cell(bench: BenchPlan, method: str, forget: list[int], seed: int, original, original_meta: dict,
-              original_out: Outputs, retrained_outs: list[Outputs], gold_model, gold_meta: dict,
-              options: EvalOptions, attack: AttackSetup, device) -> dict:
-    record = {"cell": _cell_key(method, forget, seed), "method": method, "forget": forget,
-              "forget_names": [bench.dataset.classes[i] for i in forget], "seed": seed}
-    memory_kind = ""
-    base = bench.settings["variants"].get(method, {}).get("method", method)
-    if method == "original":
-        model, hp, wall, memory = original, {}, 0.0, None
-    elif method == "retrain":  # the gold standard itself: retraining with the original's recipe and seed
-        model, hp, wall, memory = gold_model, {}, gold_meta["train_seconds"], None
-    else:
-        ctx = UnlearnContext(original=original, meta=original_meta, dataset=bench.dataset, forget=forget,
-                             cfg=bench.cfg, device=device, seed=seed)
-        variant = dict(bench.settings["variants"].get(method, {"method": method}))
-        result = run_method(variant.pop("method"), ctx, variant)
-        model, hp, wall, memory = result.model, result.hyperparameters, result.wall_seconds, result.peak_memory_bytes
-        memory_kind = result.memory_kind
-    cached = {"original": original_out, "retrain": retrained_outs[0]}
-    outputs = cached[method] if method in cached else model_outputs(model, bench.dataset, original_out.train_rows)
-    # The retrain row is compared with the *other* retrained seeds: against itself its UTV would be 0 by definition.
-    references = retrained_outs[1:] if method == "retrain" else retrained_outs
-    replay = method_replay(base, hp, bench.cfg, bench.dataset, forget, device)
-    metrics, skipped = evaluate(outputs, bench.dataset, forget, original=original_out, retrained=references,
-                                options=options, method=base, hyperparameters=hp, attack=attack.for_method(replay),
-                                device=device)
-    if method == "retrain" and not references:
-        skipped["utv"] = "the retrain row needs retrained_seeds >= 2 (a second retrained model to compare with)"
-    return {**record, "wall_seconds": wall, "peak_memory_bytes": memory, "peak_memory_kind": memory_kind,
-            "hyperparameters": hp, **metrics,
-            "skipped": skipped, "versions": environment(device)}
 
 
 # ---------------------------------------------------------------- tables and report (from results.jsonl alone)
@@ -436,34 +649,50 @@ def write_table(out: Path, name: str, summary: dict, keys: list[str], extra: dic
     return out / f"{name}.md"
 
 
-def _runtime_figure(out: Path, summary: dict) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _runtime_figure(out: Path, records: list[dict], dataset: str) -> Path | None:
+    """Unlearning time per method: every timed cell as a dot (repeats show how much one method's time varies on
+    a shared machine), the median as the bar; RWFT family, retrain and baselines told apart by colour."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     from fastforget.metrics.plots import save_png
 
-    rows = [(m, s["wall_seconds"].value) for m, s in summary.items() if m != "original" and "wall_seconds" in s]
-    if not rows:
+    times: dict[str, list[float]] = {}
+    for r in records:
+        if r["method"] != "original" and r.get("wall_seconds") is not None:
+            times.setdefault(r["method"], []).append(max(float(r["wall_seconds"]), 1e-3))
+    if not times:
         return None
-    rows.sort(key=lambda r: r[1])
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
-    colours = ["tab:red" if m.startswith("rw") else "tab:grey" if m == "retrain" else "tab:blue" for m, _ in rows]
-    ax.barh([m for m, _ in rows], [max(v, 1e-3) for _, v in rows], color=colours)
-    ax.set_xscale("log")
-    ax.set_xlabel("wall seconds (log scale)")
-    ax.set_title("Unlearning time per method (Figure 2 form)")
-    for i, (_, v) in enumerate(rows):
-        ax.text(max(v, 1e-3), i, f" {v:.2f}s", va="center", fontsize=8)
-    fig.tight_layout()
-    path = save_png(fig, out / "runtime.png")
-    plt.close(fig)
-    return path
+    order = sorted(times, key=lambda m: float(np.median(times[m])))
+    families = {"RWFT family (rw*)": "tab:red", "retrain (training time)": "tab:grey", "baselines": "tab:blue"}
+
+    def colour(method: str) -> str:
+        return families["RWFT family (rw*)"] if method.startswith("rw") else \
+            families["retrain (training time)"] if method == "retrain" else families["baselines"]
+
+    figure = Figure(figsize=(7.5, 0.38 * len(order) + 1.6), layout="constrained")
+    axes = figure.subplots()
+    for i, method in enumerate(order):
+        median = float(np.median(times[method]))
+        axes.barh(i, median, color=colour(method), alpha=0.6)
+        axes.plot(times[method], [i] * len(times[method]), "o", color="black", markersize=3)
+        spread = f" (n={len(times[method])}, {min(times[method]):.2f}-{max(times[method]):.2f})" \
+            if len(times[method]) > 1 else ""
+        axes.text(max(times[method]), i, f"  {median:.2f}s{spread}", va="center", fontsize=7)
+    axes.set_yticks(range(len(order)), order)
+    axes.set_xscale("log")
+    axes.set_xlabel("wall seconds (log scale): bar = median, dots = each timed cell")
+    axes.set_title(f"Unlearning time per method on {dataset} (Figure 2 form)")
+    axes.legend(handles=[Patch(color=c, alpha=0.6, label=label) for label, c in families.items()],
+                loc="lower right", fontsize=8)
+    return save_png(figure, out / "runtime.png")
 
 
-def _reassignment_figures(out: Path, records: list[dict], classes: list[str], settings: dict) -> list[Path]:
-    from fastforget.metrics.plots import plot_confusion_matrices, plot_reassignment
+def _reassignment_figures(out: Path, records: list[dict], classes: list[str], settings: dict,
+                          dataset: str) -> list[Path]:
+    """Confusion matrices (original, the shown method, retrained), where the forgotten class goes (the method
+    beside retrained, one class order and axis) and the retained classes' accuracy drop, all on the test split."""
+    from fastforget.metrics.plots import plot_accuracy_drop, plot_confusion_matrices, plot_where_it_goes
     from fastforget.metrics.reassignment import ClassShare, Reassigned
 
     single = [r for r in records if len(r["forget"]) == 1 and "confusion_test" in r]
@@ -476,19 +705,50 @@ def _reassignment_figures(out: Path, records: list[dict], classes: list[str], se
     shown = settings.get("reassignment_method", "rwft-2-o")
     if shown not in by_method:
         shown = next((m for m in by_method if m not in REFERENCE_ROWS), None)
+    where = f"{classes[target]} forgotten, test split, {dataset}, seed {seed}"
     matrices = {name: np.asarray(by_method[m]["confusion_test"]) for name, m in
                 (("original", "original"), (shown, shown), ("retrained", "retrain")) if m in by_method}
     paths = []
     if matrices:
-        paths.append(plot_confusion_matrices(matrices, out / "reassignment_confusion.png", class_names=classes))
+        paths.append(plot_confusion_matrices(matrices, out / "reassignment_confusion.png", class_names=classes,
+                                             title=f"Confusion matrices: {where}"))
+    moved = {}
     for m in (shown, "retrain"):
-        moved = by_method.get(m, {}).get("reassignment", {}).get("reassigned", [])
-        if moved:
-            r = moved[0]
-            shares = [ClassShare(s["class_index"], s["share"]) for s in r["shares"]]
-            paths.append(plot_reassignment(Reassigned(r["forget_class"], r["n_samples"], shares),
-                                           out / f"reassignment_{m}.png", class_names=classes))
+        found = by_method.get(m, {}).get("reassignment", {}).get("reassigned", [])
+        if found:
+            r = found[0]
+            moved["retrained" if m == "retrain" else m] = Reassigned(
+                r["forget_class"], r["n_samples"], [ClassShare(s["class_index"], s["share"]) for s in r["shares"]])
+    if moved:
+        paths.append(plot_where_it_goes(moved, out / "reassignment_where.png", class_names=classes,
+                                        title=f"Where {classes[target]} goes: {' beside '.join(moved)}\n{where}"))
+    drops = {("retrained" if m == "retrain" else m): [(d["class_index"], d["drop"]) for d in drop]
+             for m in (shown, "retrain")
+             if (drop := by_method.get(m, {}).get("reassignment", {}).get("accuracy_drop"))}
+    if drops:
+        paths.append(plot_accuracy_drop(drops, out / "accuracy_drop.png", class_names=classes,
+                                        title=f"Retained classes' accuracy drop: {' beside '.join(drops)}\n{where}"))
     return paths
+
+
+def _plan_order(records: list[dict], methods: Sequence[str]) -> list[dict]:
+    """Cells in the grid's order (methods as configured, then seed and forget set), whatever order they finished
+    in, so that tables (row order, and means summed in one order) do not depend on the engine."""
+    rank = {m: i for i, m in enumerate(methods)}
+    return sorted(records, key=lambda r: (rank.get(r["method"], len(rank)), r["method"], r["seed"], r["forget"]))
+
+
+def cells_sharing_a_device(records: list[dict]) -> int:
+    """How many cells ran while another cell ran on the same device (the same node and visible GPUs; on a CPU the
+    node's cores): their wall times include the sharing (two cells on two cores doubled per-cell time here)."""
+    spans: dict[tuple, list[tuple[float, float]]] = {}
+    for record in records:
+        where = record.get("execution") or {}
+        if "started" in where:
+            key = (where.get("node"), where.get("cuda_visible_devices"))
+            spans.setdefault(key, []).append((where["started"], where["finished"]))
+    return sum(any(start < other_end and other_start < end for j, (other_start, other_end) in enumerate(group)
+                   if j != i) for group in spans.values() for i, (start, end) in enumerate(group))
 
 
 def _samples_line(records: list[dict]) -> str:
@@ -503,7 +763,7 @@ def _samples_line(records: list[dict]) -> str:
 def write_report(out: str | Path, classes: list[str], settings: dict) -> Path:
     """Tables (.md, .csv), figures (.png) and report.md, from results.jsonl alone."""
     out = Path(out)
-    records = read_results(out / "results.jsonl")
+    records = _plan_order(read_results(out / "results.jsonl"), settings.get("methods", []))
     if not records:
         raise ConfigError(f"{out / 'results.jsonl'} holds no finished cell yet: run the benchmark first")
     summary = summarise(records, seed=settings.get("eval_seed", 0))
@@ -513,8 +773,16 @@ def write_report(out: str | Path, classes: list[str], settings: dict) -> Path:
                and "wall_seconds" in s and s["wall_seconds"].value > 0}
     written = {name: write_table(out, name, summary, keys, speedup if name == "runtime" else None)
                for name, keys in tables().items()}
-    figures = [p for p in [_runtime_figure(out, summary), *_reassignment_figures(out, records, classes, settings)]
-               if p is not None]
+    shared = cells_sharing_a_device(records)
+    if shared and written.get("runtime") is not None:
+        warning = (f"\n**Warning:** {shared} of {len(records)} cells ran while another cell ran on the same device "
+                   "(node and GPUs, or the node's CPU cores): their seconds include the sharing and are not the "
+                   "method's cost alone; compare methods timed alone (`--engine local`, or one cell per GPU).\n")
+        text = written["runtime"].read_text() + warning
+        atomic_write(written["runtime"], lambda tmp: tmp.write_text(text))
+    dataset = (_read_json(out / "config.json") or {}).get("config", {}).get("data", {}).get("name", "")
+    figures = [p for p in [_runtime_figure(out, records, dataset),
+                           *_reassignment_figures(out, records, classes, settings, dataset)] if p is not None]
     cells = len(records)
     forget_sets = sorted({tuple(r["forget_names"]) for r in records})
     seeds = sorted({r["seed"] for r in records})

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import inspect
 import json
 import os
+import pickle
 import secrets
 import shutil
 import tempfile
@@ -27,7 +27,15 @@ from torch import nn
 from fastforget.data import ImageDataset, data_fingerprint
 from fastforget.errors import CheckpointError, DataMismatchError, OutputError
 from fastforget.io import check_output_dir, dir_mode, file_mode, write_json
-from fastforget.models import ARCHITECTURES, apply_wrappers, build_model, wrapper_specs
+from fastforget.models import (
+    ARCHITECTURES,
+    apply_wrappers,
+    arch_parameters,
+    architecture_names,
+    build_model,
+    is_external,
+    wrapper_specs,
+)
 
 WEIGHTS = "model.safetensors"
 SIDECAR = "model.json"
@@ -44,8 +52,9 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
                               f"or the .safetensors file itself (write one with `fastforget train --out DIR`)"
                               f"{_leftovers(path)}")
     if not sidecar.is_file():
-        raise CheckpointError(f"checkpoint {weights} has no sidecar {sidecar.name} beside it; "
-                              f"fastforget needs it to rebuild the model: {RECREATE}")
+        raise CheckpointError(f"checkpoint {weights} has no sidecar {sidecar.name} beside it, so fastforget cannot "
+                              f"tell its architecture: {RECREATE}, or, for a model trained elsewhere, give its "
+                              "architecture and data (--arch torchvision:resnet18 --data NAME; arch= in the API)")
     return weights, sidecar
 
 
@@ -190,22 +199,27 @@ def _check_sidecar(meta: dict, sidecar: Path) -> None:
     for key in ("arch", "dataset", "classes"):
         if key not in meta:
             raise bad(f"it lacks the field {key!r}, so it was not written by fastforget")
-    if meta["arch"] not in ARCHITECTURES:
-        raise bad(f"unknown arch {meta['arch']!r}; fastforget builds {', '.join(sorted(ARCHITECTURES))}")
+    if isinstance(meta["arch"], str) and meta["arch"].startswith("module:"):
+        raise CheckpointError(f"{sidecar} holds the weights of a model of your own ({meta['arch'][7:]}), which "
+                              "fastforget cannot rebuild: build it, load the weights into it (model.load_state_dict("
+                              "safetensors.torch.load_file(PATH))) and pass the module to the API")
+    if not isinstance(meta["arch"], str) or not (meta["arch"] in ARCHITECTURES or is_external(meta["arch"])):
+        raise bad(f"unknown arch {meta['arch']!r}; fastforget builds {', '.join(architecture_names())}")
     if not isinstance(meta["dataset"], str):
         raise bad(f"dataset must be a data set name, not {meta['dataset']!r}")
     classes = meta["classes"]
     if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
         raise bad(f"classes must be the list of class names (at least two), not {classes!r:.60}")
     arch_args = meta.get("arch_args", {})
-    takes = [p for p in inspect.signature(ARCHITECTURES[meta["arch"]]).parameters if p != "num_classes"]
+    takes = arch_parameters(meta["arch"])
     if not isinstance(arch_args, dict):
         raise bad(f"arch_args must be an object of {', '.join(takes)}, not {arch_args!r:.60}")
     unknown = sorted(set(arch_args) - set(takes))
     if unknown:
         raise bad(f"arch_args has unknown key(s) {unknown}; {meta['arch']} takes {', '.join(takes)}")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in arch_args.values()):
-        raise bad(f"arch_args values must be positive integers, not {arch_args}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= (0 if k == "cifar_stem" else 1)
+               for k, v in arch_args.items()):
+        raise bad(f"arch_args values must be positive integers (cifar_stem 0 or 1), not {arch_args}")
     for key in ("excluded", "forget"):
         value = meta.get(key, [])
         if not (isinstance(value, list) and all(isinstance(c, int) and not isinstance(c, bool)
@@ -223,7 +237,7 @@ def model_from_meta(meta: dict) -> nn.Module:
     """Build the (wrapped) architecture a sidecar describes, with fresh weights."""
     try:
         model = build_model(meta["arch"], num_classes=len(meta["classes"]), **meta.get("arch_args", {}))
-        return apply_wrappers(model, meta.get("wrappers", []))
+        return apply_wrappers(model, meta.get("wrappers", []), len(meta["classes"]))
     except KeyError as err:
         raise CheckpointError(f"sidecar lacks the field {err}; it was not written by fastforget") from None
     except (ValueError, TypeError, AttributeError, RuntimeError, IndexError) as err:
@@ -236,6 +250,37 @@ def load_weights(model: nn.Module, weights: str | Path) -> nn.Module:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"cannot read {weights}: {err}; the file is corrupt or not safetensors") from None
+    return load_state(model, state, weights)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A plain state_dict saved outside fastforget: `.safetensors`, or a torch file (`.pt`, `.pth`, `.bin`) read
+    with `weights_only=True` (no code runs): a dict of tensors, or one under the key `state_dict` or `model`.
+    DataParallel's `module.` prefix is dropped."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"no weights file at {path}: give a .pt / .pth / .safetensors file")
+    try:
+        state = load_file(str(path)) if path.suffix == ".safetensors" else \
+            torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only=True refusing a pickled object
+        raise CheckpointError(f"{path} holds more than tensors (a pickled model or object), which fastforget does "
+                              "not unpickle: save model.state_dict() instead") from None
+    except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0][:160]
+        raise CheckpointError(f"cannot read {path} as a state_dict ({first}); save one with "
+                              "torch.save(model.state_dict(), PATH) or safetensors.torch.save_file") from None
+    if isinstance(state, dict):
+        state = next((state[key] for key in ("state_dict", "model") if isinstance(state.get(key), dict)), state)
+    if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise CheckpointError(f"{path} is not a state_dict (a dict of tensors): save model.state_dict()")
+    if all(key.startswith("module.") for key in state):
+        state = {key.removeprefix("module."): value for key, value in state.items()}
+    return state
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], weights: str | Path) -> nn.Module:
+    """Load a state_dict read from `weights` into `model`, failing with a message that names what does not fit."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -23,7 +23,8 @@ import tomllib
 
 from fastforget.errors import ConfigError, ConfigValueError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The repository's configs/, through the symlink fastforget/configs that also ships them in the wheel.
+CONFIG_DIR = (Path(__file__).resolve().parent / "configs").resolve()
 
 SCHEDULES = ("constant", "step", "onecycle", "linear")
 
@@ -93,7 +94,7 @@ def check_value(name: str, value: Any, default: Any, rule: Rule | None = None, o
             raise fail(requirement)
     allowed = rule.allowed()
     if allowed is not None:
-        bad = [item for item in (value if isinstance(value, list) else [value]) if item not in allowed]
+        bad = [item for item in (value if isinstance(value, list) else [value]) if not _is_allowed(item, allowed)]
         if bad:
             what = "a list of" if isinstance(value, list) else "one of"
             raise fail(f"{what} {', '.join(map(str, allowed))}", did_you_mean(str(bad[0]), allowed))
@@ -107,9 +108,15 @@ def did_you_mean(word: str, known: Iterable[str]) -> str:
 
 
 def _architectures() -> list[str]:
-    from fastforget.models import ARCHITECTURES
+    from fastforget.models import architecture_names
 
-    return list(ARCHITECTURES)
+    return architecture_names()
+
+
+def _is_allowed(item: Any, allowed: Sequence[str]) -> bool:
+    """A choice written `PREFIX:NAME` stands for any non-empty name after that prefix (`torchvision:resnet18`)."""
+    prefix, _, name = str(item).partition(":")
+    return item in allowed or bool(name) and f"{prefix}:NAME" in allowed
 
 
 @dataclass
@@ -123,8 +130,11 @@ class DataSettings:
 
 @dataclass
 class ModelSettings:
+    """`width` applies to fastforget's own architectures, `cifar_stem` (0/1) to torchvision / timm ResNets."""
+
     arch: str = setting("cnn", choices=_architectures)
     width: int = setting(32, min=1)
+    cifar_stem: int = setting(0, min=0, max=1)
 
 
 @dataclass
@@ -224,7 +234,11 @@ class Config:
 
     @property
     def arch_args(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model.items() if k != "arch"}
+        """The `[model]` values the configured architecture takes (all but `arch`, `in_channels`)."""
+        from fastforget.models import arch_parameters
+
+        takes = set(arch_parameters(self.model["arch"])) - {"in_channels"}
+        return {k: v for k, v in self.model.items() if k in takes}
 
 
 def _merge(base: dict, update: dict) -> dict:

@@ -47,3 +47,15 @@ class ResultsLockedError(OutputError):
 
 class TrainingDivergedError(FastForgetError):
     """The loss became NaN or infinite."""
+
+
+class GridIncompleteError(FastForgetError):
+    """Some tasks of a benchmark grid failed; the others finished and are kept (failures.jsonl says which)."""
+
+
+class DataError(FastForgetError):
+    """User data (a Dataset, tensors) of a kind or shape fastforget cannot take."""
+
+
+class ModelContractError(FastForgetError):
+    """A method needs a part of the model (classifier, middle block) that is not there or cannot be found."""

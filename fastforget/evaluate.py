@@ -21,6 +21,7 @@ from fastforget import metrics
 from fastforget.config import Config
 from fastforget.data import ImageDataset
 from fastforget.inference import predict_logits
+from fastforget.io import safe_name
 from fastforget.metrics.registry import (
     NEEDS,
     EvalContext,
@@ -85,15 +86,16 @@ class AttackSetup:
     replay: Replay | None = None
     _models: dict = field(default_factory=dict, repr=False)
     _outputs: dict = field(default_factory=dict, repr=False)
+    train_missing: bool = True  # off in the benchmark's cells: tasks of their own train these models
 
     def for_method(self, replay: Replay | None) -> AttackSetup:
-        return AttackSetup(self.cfg, self.cache_dir, replay, self._models, self._outputs)
+        return AttackSetup(self.cfg, self.cache_dir, replay, self._models, self._outputs, self.train_missing)
 
     def models(self, dataset: ImageDataset, kind: str, count: int, forget: Sequence[int] = ()) -> list[nn.Module]:
         key = (kind, count, tuple(sorted(forget)) if kind == "retrained" else ())
         if key not in self._models:
             self._models[key] = shadow_models(self.cfg, dataset, kind=kind, count=count, cache_dir=self.cache_dir,
-                                              forget=forget)
+                                              forget=forget, train_missing=self.train_missing)
         return self._models[key]
 
     def logits(self, key: tuple, models: Sequence[nn.Module], images: torch.Tensor,
@@ -192,18 +194,77 @@ def _why_missing(need: str, attack: AttackSetup | None) -> str:
 
 
 def write_plots(plots_dir: str | Path, dataset: ImageDataset, forget: Sequence[int], unlearned: Outputs, *,
-                original: Outputs | None = None, retrained: Outputs | None = None) -> list[Path]:
-    """Confusion matrices (original / unlearned / retrained side by side) and where each forget class went."""
+                original: Outputs | None = None, retrained: Outputs | None = None,
+                method: str = "unlearned") -> list[Path]:
+    """On the test split: confusion matrices (original / unlearned / retrained side by side), where each forget
+    class goes (the unlearned model beside the retrained one) and, with the original, the per-class accuracy drop."""
     from fastforget.metrics import plots
 
     plots_dir = Path(plots_dir)
     labels = dataset.test_labels
+    models = {name: out for name, out in (("original", original), (method, unlearned), ("retrained", retrained))
+              if out is not None}
     matrices = {name: metrics.confusion_matrix(labels, out.test.argmax(1), dataset.num_classes)
-                for name, out in (("original", original), ("unlearned", unlearned), ("retrained", retrained))
-                if out is not None}
-    paths = [plots.plot_confusion_matrices(matrices, plots_dir / "confusion.png", class_names=dataset.classes)]
-    for moved in metrics.reassignment(unlearned.test_probs, labels, forget).reassigned:
-        name = dataset.classes[moved.forget_class].replace(" ", "_")
-        paths.append(plots.plot_reassignment(moved, plots_dir / f"reassignment_{name}.png",
-                                             class_names=dataset.classes))
+                for name, out in models.items()}
+    forgotten = ", ".join(dataset.classes[i] for i in forget)
+    paths = [plots.plot_confusion_matrices(matrices, plots_dir / "confusion.png", class_names=dataset.classes,
+                                           title=f"Confusion matrices: {forgotten} forgotten by {method}, test split, "
+                                                 f"{dataset.name}")]
+    compared = {name: metrics.reassignment(out.test_probs, labels, forget,
+                                           probs_original=original.test_probs if original is not None else None)
+                for name, out in models.items() if name != "original"}
+    for moved in compared[method].reassigned:
+        shown = {name: r for name, result in compared.items() for r in result.reassigned
+                 if r.forget_class == moved.forget_class}
+        name = dataset.classes[moved.forget_class]
+        paths.append(plots.plot_where_it_goes(
+            shown, plots_dir / f"reassignment_{safe_name(name)}.png", class_names=dataset.classes,
+            title=f"Where {name} goes: {' beside '.join(shown)}\ntest split, {dataset.name}"))
+    drops = {name: [(d.class_index, d.drop) for d in result.accuracy_drop]
+             for name, result in compared.items() if result.accuracy_drop}
+    if drops:
+        paths.append(plots.plot_accuracy_drop(
+            drops, plots_dir / "accuracy_drop.png", class_names=dataset.classes,
+            title=f"Retained classes' accuracy drop, {forgotten} forgotten\ntest split, {dataset.name}"))
     return paths
+
+
+def save_per_sample(path: str | Path, dataset: ImageDataset, forget: Sequence[int], unlearned: Outputs, *,
+                    original: Outputs | None = None, retrained: Sequence[Outputs] = (), mia_feature: str = "confidence",
+                    nearest: int | None = None) -> Path:
+    """Everything per sample that the metrics were computed from, as one `.npz` (written whole or not at all), so
+    results can be re-analysed without running the models again.
+
+    Arrays: `test_labels`, `forget`, `classes`, `mia_feature`, `mia_nn_class` (-1 if MIA-NN did not run); per model
+    (`unlearned`, `original`, `retrained0`, ...): `MODEL_train_rows` (positions in the training split: the
+    yardstick models are run on the forget rows only), `MODEL_train_labels`, `MODEL_train_logits` and
+    `MODEL_test_logits` [N, K] float32, `MODEL_train_mia`, `MODEL_test_mia` (the MIA's per-sample feature) and,
+    where MIA-NN ran, `MODEL_train_mia_nn`, `MODEL_test_mia_nn` (the probability of its nearest class).
+    """
+    import numpy as np
+
+    from fastforget.io import atomic_path
+    from fastforget.metrics.mia import membership_feature
+
+    test_labels = dataset.test_labels.numpy()
+    arrays: dict[str, np.ndarray] = {
+        "test_labels": test_labels, "forget": np.asarray(list(forget), dtype=np.int64),
+        "classes": np.asarray(dataset.classes), "mia_feature": np.asarray(mia_feature),
+        "mia_nn_class": np.asarray(-1 if nearest is None else nearest),
+    }
+    models = {"unlearned": unlearned, "original": original, **{f"retrained{i}": r for i, r in enumerate(retrained)}}
+    for name, out in models.items():
+        if out is None:
+            continue
+        train_labels = dataset.train_labels[out.train_rows].numpy()
+        arrays[f"{name}_train_rows"] = out.train_rows.numpy()
+        arrays[f"{name}_train_labels"] = train_labels
+        for split, logits, labels in (("train", out.train, train_labels), ("test", out.test, test_labels)):
+            probs = logits.softmax(1).double().numpy()
+            arrays[f"{name}_{split}_logits"] = logits.numpy()
+            arrays[f"{name}_{split}_mia"] = membership_feature(probs, labels, mia_feature)
+            if nearest is not None:
+                arrays[f"{name}_{split}_mia_nn"] = probs[:, nearest]
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    return Path(path)

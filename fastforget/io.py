@@ -7,6 +7,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -115,14 +116,16 @@ def check_output_file(path: str | Path, flag: str, *, overwrite: bool = False) -
 # --- one writer per results file -----------------------------------------------------------------------------------
 
 @contextmanager
-def exclusive_lock(path: str | Path) -> Iterator[Path]:
-    """Hold the lock of `path` (the lock file `path.lock`) for the block; raise if another process holds it.
+def exclusive_lock(path: str | Path, wait_s: float = 0.0) -> Iterator[Path]:
+    """Hold the lock of `path` (the lock file `path.lock`) for the block; raise if another process holds it
+    (after waiting up to `wait_s` seconds for it: single-cell runs hold it only to append a line).
 
     The lock is a `flock` on the lock file, so the kernel releases it when its holder exits, however it exits: a
     lock file that a killed run left behind is stale by construction and simply taken over. The holder writes its
     PID, host and command into the file, so that a refused run can say who holds the lock.
     """
     lock = Path(f"{path}.lock")
+    deadline = time.monotonic() + wait_s
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, file_mode())
         try:
@@ -133,6 +136,9 @@ def exclusive_lock(path: str | Path) -> Iterator[Path]:
             if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise OutputError(f"cannot lock {lock} ({err.strerror}): put the output on a file system that "
                                   "supports file locks") from None
+            if time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
             raise ResultsLockedError(f"{path} is being written by another fastforget run ({holder}): wait for it "
                                      "to finish, or stop it, then rerun this command to resume") from None
         if _same_file(fd, lock):  # not a lock file that its last holder unlinked after we opened it
@@ -162,3 +168,9 @@ def _read_holder(fd: int) -> str:
         return f"pid {info['pid']} on {info['host']}, since {since}: {info['command']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "holder unknown"
+
+
+def safe_name(text: str) -> str:
+    """`text` as one file name: separators and other characters a file system may refuse become `_`
+    (`T-shirt/top` would otherwise write into a subfolder)."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("._") or "_"

@@ -6,6 +6,7 @@ import os
 import platform
 import random
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -71,7 +72,12 @@ def synchronize(device: torch.device) -> None:
 
 
 def progress_enabled() -> bool:
-    return os.environ.get("FASTFORGET_PROGRESS", "1") != "0"
+    """Progress bars: FASTFORGET_PROGRESS=1 on, 0 off; unset, only where stderr is a terminal (a log file or a CI
+    job gets no escape codes)."""
+    setting = os.environ.get("FASTFORGET_PROGRESS", "")
+    if setting:
+        return setting != "0"
+    return sys.stderr is not None and sys.stderr.isatty()
 
 
 def _rss_bytes() -> int:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fastforget.checkpoint import load_checkpoint
+from fastforget.checkpoint import SIDECAR, load_checkpoint
 from fastforget.config import Config
 from fastforget.data import ImageDataset
 from fastforget.errors import CheckpointError
@@ -33,6 +35,8 @@ def replay_seed(index: int) -> int:
     """The seed of the unlearning run replayed on shadow original `index`: never a shadow's or a target's seed,
     so that replaying `retrain` gives a retrained model of its own, not a copy of shadow retrained `index`."""
     return SHADOW_SEED_BASE + REPLAY_SEED_OFFSET + index
+
+log = logging.getLogger(__name__)
 
 
 def recipe_key(cfg: Config) -> str:
@@ -57,45 +61,63 @@ def reference_half(num_samples: int, index: int) -> torch.Tensor:
     return ~mask if index % 2 else mask
 
 
-def cached_model(folder: Path, train: Callable[[Path], object], expect: dict) -> nn.Module:
-    """The model cached in `folder` if its sidecar matches `expect`, else `train(folder)`'s (written there whole)."""
-    if (folder / "model.json").is_file():
+@dataclass(frozen=True)
+class ShadowSpec:
+    """One shadow or reference model: where it is cached and how it is trained."""
+
+    folder: Path
+    kind: str            # original, retrained or half
+    index: int
+    seed: int
+    exclude: tuple[int, ...]
+
+    def fits(self) -> bool:
+        """The cached model's sidecar records this seed and exclusion (a model from elsewhere is retrained)."""
         try:
-            model, meta = load_checkpoint(folder)
-            if all(meta.get(k) == v for k, v in expect.items()):
-                return model
-        except CheckpointError:
-            pass  # a corrupt cache entry is retrained below and overwritten atomically
-    return train(folder).model.eval()
+            meta = json.loads((self.folder / SIDECAR).read_text())
+        except (OSError, ValueError):
+            return False
+        return meta.get("seed") == self.seed and meta.get("excluded") == list(self.exclude)
 
 
-def _tag(kind: str, forget: Sequence[int]) -> str:
+def shadow_specs(cfg: Config, dataset: ImageDataset, *, kind: str, count: int, cache_dir: str | Path,
+                 forget: Sequence[int] = ()) -> list[ShadowSpec]:
+    """The `count` models of one kind: "original" (all data), "retrained" (without `forget`) or "half" (RMIA)."""
     if kind not in ("original", "retrained", "half"):
         raise ValueError(f"unknown shadow kind {kind!r}")
-    return {"original": "original", "half": "half-paired",
-            "retrained": "retrained-" + "-".join(map(str, sorted(forget)))}[kind]
-
-
-def shadow_folder(cfg: Config, dataset: ImageDataset, *, kind: str, index: int, cache_dir: str | Path,
-                  forget: Sequence[int] = ()) -> Path:
-    """Where shadow model `index` of a kind is cached (what the audit's time estimate looks for)."""
     root = Path(cache_dir) / "shadows" / f"{dataset.name}-{recipe_key(cfg)}"
-    return root / f"{_tag(kind, forget)}-s{SHADOW_SEED_BASE + index}"
+    tag = {"original": "original", "half": "half-paired",
+           "retrained": "retrained-" + "-".join(map(str, sorted(forget)))}[kind]
+    exclude = tuple(sorted(forget)) if kind == "retrained" else ()
+    return [ShadowSpec(root / f"{tag}-s{SHADOW_SEED_BASE + i}", kind, i, SHADOW_SEED_BASE + i, exclude)
+            for i in range(count)]
+
+
+def train_shadow(spec: ShadowSpec, cfg: Config, dataset: ImageDataset) -> nn.Module:
+    """Train one shadow model into its cache folder (written whole, so a kill leaves nothing half-written)."""
+    log.info("training shadow model %s (cached for later runs; FASTFORGET_CACHE moves the cache)", spec.folder)
+    indices = torch.nonzero(reference_half(len(dataset.train_labels), spec.index)).flatten() \
+        if spec.kind == "half" else None
+    return train_model(cfg, exclude=list(spec.exclude), seed=spec.seed, dataset=dataset, train_indices=indices,
+                       out_dir=spec.folder, desc=f"shadow {spec.folder.name}").model.eval()
 
 
 def shadow_models(cfg: Config, dataset: ImageDataset, *, kind: str, count: int, cache_dir: str | Path,
-                  forget: Sequence[int] = ()) -> list[nn.Module]:
-    """`count` models of one kind: "original" (all data), "retrained" (without `forget`) or "half" (RMIA)."""
-    tag = _tag(kind, forget)
+                  forget: Sequence[int] = (), train_missing: bool = True) -> list[nn.Module]:
+    """`count` models of one kind (see `shadow_specs`), from the cache, trained first where missing unless
+    `train_missing` is off (the benchmark's cells: their models are trained by tasks of their own)."""
     models = []
-    for i in tqdm(range(count), desc=f"shadow {tag}", disable=not progress_enabled(), leave=False):
-        seed = SHADOW_SEED_BASE + i
-        folder = shadow_folder(cfg, dataset, kind=kind, index=i, cache_dir=cache_dir, forget=forget)
-        indices = torch.nonzero(reference_half(len(dataset.train_labels), i)).flatten() if kind == "half" else None
-        exclude = sorted(forget) if kind == "retrained" else []
-        models.append(cached_model(
-            folder,
-            lambda out, s=seed, idx=indices, ex=exclude: train_model(
-                cfg, exclude=ex, seed=s, dataset=dataset, train_indices=idx, out_dir=out, desc=f"shadow {tag}"),
-            {"seed": seed, "excluded": exclude}))
+    specs = shadow_specs(cfg, dataset, kind=kind, count=count, cache_dir=cache_dir, forget=forget)
+    for spec in tqdm(specs, desc=f"shadow {kind}", disable=not progress_enabled(), leave=False):
+        if spec.fits():
+            try:
+                models.append(load_checkpoint(spec.folder)[0])
+                log.debug("shadow model from the cache: %s", spec.folder)
+                continue
+            except CheckpointError:
+                pass  # a corrupt cache entry is retrained below and overwritten atomically
+        if not train_missing:
+            raise CheckpointError(f"shadow model {spec.folder} is missing or does not fit: its training task has "
+                                  "not run or failed; rerun the benchmark to train it")
+        models.append(train_shadow(spec, cfg, dataset))
     return models

@@ -9,6 +9,7 @@ reads device-side counters at its refresh interval only), one fused SGD step for
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -21,13 +22,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from fastforget import curves, distributed
 from fastforget.checkpoint import save_checkpoint
 from fastforget.config import Config, TrainRecipe
 from fastforget.data import ImageDataset, data_fingerprint, load_dataset, make_train_loader, resolve_classes
-from fastforget.errors import TrainingDivergedError, UnknownClassError
+from fastforget.errors import ConfigError, TrainingDivergedError, UnknownClassError
 from fastforget.inference import accuracy, predict_logits
 from fastforget.models import build_model
 from fastforget.runtime import amp_dtype, autocast, environment, progress_enabled, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
 
 
 class Batch(NamedTuple):
@@ -113,7 +117,7 @@ generation, which takes a minute per model on a small CPU)."""
 
 COMPILE_MODE: str | None = None
 """torch.compile's mode. "reduce-overhead" adds CUDA graphs, which pay where a run's shapes are static (drop_last
-loaders: one batch shape) and the step is launch-bound; bench/gpu_loop.py measures it against plain compile."""
+loaders: one batch shape) and the step is launch-bound; bench/gpu/60_loop.py measures it against plain compile."""
 
 
 def compiled(module: nn.Module) -> nn.Module:
@@ -143,12 +147,14 @@ class _Progress:
     collected at the next interval, so the loop never waits for the device."""
 
     def __init__(self, total: int, desc: str, device: torch.device) -> None:
-        shown = progress_enabled()
+        shown = progress_enabled() and distributed.is_main()
+        self.reads = shown or not distributed.active()  # under DDP only rank 0 reads, and never raises (see fit)
         self.bar = tqdm(total=total, desc=desc, disable=not shown, leave=False, unit="step")
         self.device, self.desc, self.interval = device, desc, PROGRESS_INTERVAL_S
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.int64)
-        self.count_correct = shown
+        self.count_correct = shown or curves.active()
+        self.curve = (curves.run_tag(desc), (0.0, 0.0, 0, 0)) if curves.active() else None
         self.host = torch.zeros(2, pin_memory=device.type == "cuda")
         self.copied: torch.cuda.Event | None = None
         self.snapshot = (0, 0)  # step and images at the last asynchronous copy
@@ -163,7 +169,7 @@ class _Progress:
             self.correct.add_((logits.detach().argmax(1) == labels).sum())
         self.images += labels.numel()
         now = time.perf_counter()
-        if now < self.next_read:
+        if now < self.next_read or not self.reads:
             return
         self.next_read = now + self.interval
         if self.device.type != "cuda":
@@ -179,16 +185,29 @@ class _Progress:
             self.copied.record()
 
     def _show(self, sums: list[float], step: int, images: int, epoch: int) -> None:
-        loss = _finite_mean_loss(sums[0], step, epoch, self.desc)
+        loss = sums[0] / max(1, step) if distributed.active() else _finite_mean_loss(sums[0], step, epoch, self.desc)
         postfix = {"loss": f"{loss:.4f}", "img_s": f"{images / (time.perf_counter() - self.start):.0f}"}
         if self.count_correct:
             postfix["acc"] = f"{100 * sums[1] / max(1, images):.1f}"
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(step - self.bar.n)
+        if self.curve is not None and step > self.curve[1][2]:  # the mean since the last read
+            tag, (loss_before, correct_before, step_before, images_before) = self.curve
+            curves.scalar(f"{tag}/loss", (sums[0] - loss_before) / (step - step_before), step)
+            curves.scalar(f"{tag}/accuracy", 100 * (sums[1] - correct_before) / max(1, images - images_before), step)
+            self.curve = tag, (sums[0], sums[1], step, images)
+
+    def check_all_ranks(self, step: int, epoch: int) -> float:
+        """The mean loss so far over every step and rank, checked to be finite on every rank at once (under DDP
+        a rank that stopped alone would leave the others waiting in the next all-reduce)."""
+        total = distributed.mean_over_ranks(self.loss_sum).item()
+        return _finite_mean_loss(total, step, epoch, self.desc) if step else float("nan")
 
     def finish(self, step: int, epoch: int) -> float:
-        """The mean loss over every step (one host read), checked to be finite."""
-        return _finite_mean_loss(self.loss_sum.item(), step, epoch, self.desc) if step else float("nan")
+        """The mean loss over every step and rank (one host read), checked to be finite; the curve's last point."""
+        if step and self.curve is not None:
+            self._show([self.loss_sum.item(), self.correct.item()], step, self.images, epoch)
+        return self.check_all_ranks(step, epoch)
 
 
 def _finite_mean_loss(total: float, step: int, epoch: int, desc: str) -> float:
@@ -220,6 +239,11 @@ def fit(
     run (no gradients computed) and get their flags back afterwards. `freeze_bn` keeps BatchNorm running
     statistics fixed, which fine-tuning on forget-only batches needs. On CUDA cuDNN benchmarks its algorithms
     once per shape (the shapes of a run are static: one batch size, at most one ragged last batch).
+
+    Under torchrun (a process group of several ranks) the model runs as DistributedDataParallel: each rank's
+    loader yields its share of the global batch, gradients are averaged over ranks during the backward, and
+    weight decay and `grad_masks` then apply to identical gradients on every rank; the loss is checked for
+    divergence on all ranks together at each epoch's end.
     """
     device = next(model.parameters()).device
     params = list(model.parameters()) if params is None else list(params)
@@ -237,7 +261,8 @@ def fit(
     scaler = torch.amp.GradScaler(device.type) if execution.amp and amp_dtype(device) == torch.float16 else None
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    forward = compiled(model) if execution.compile else model
+    forward = _data_parallel(model) if distributed.active() else model
+    forward = compiled(forward) if execution.compile else forward
     model.train()
     if freeze_bn:
         _freeze_batchnorm_stats(model)
@@ -261,6 +286,8 @@ def fit(
                 (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
                 step += 1
                 progress.update(loss, logits, batch.labels, step, epoch)
+            if distributed.active():
+                progress.check_all_ranks(step, epoch)
         final_loss = progress.finish(step, epoch)
     finally:
         progress.bar.close()
@@ -268,6 +295,13 @@ def fit(
             p.requires_grad_(flag)
     return FitStats(steps=step, images=progress.images, seconds=time.perf_counter() - progress.start,
                     final_loss=final_loss)
+
+
+def _data_parallel(model: nn.Module) -> nn.Module:
+    """`model` under DistributedDataParallel (rank 0's weights broadcast first); the gradient all-reduce averages
+    the ranks' mean losses, which over equal shards of the global batch is the global batch's mean."""
+    device = next(model.parameters()).device
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
 @torch.no_grad()
@@ -298,10 +332,16 @@ def train_model(
     dataset: ImageDataset | None = None,
     train_indices: torch.Tensor | None = None,
     desc: str | None = None,
+    sync_batchnorm: bool = False,
+    model: nn.Module | None = None,
 ) -> TrainedModel:
     """Train a model with the config's recipe: the original, or (with `exclude`) the retrained gold standard.
 
-    `train_indices` restricts training to a subset (shadow and reference models of the membership attacks).
+    `train_indices` restricts training to a subset (shadow and reference models of the membership attacks);
+    `model` is an untrained model to train instead of the config's architecture (a user's own module).
+    Under torchrun every rank trains its share of each global batch; rank 0 alone evaluates and saves (the other
+    ranks return their model, identical to rank 0's, with an empty sidecar). `sync_batchnorm` (CUDA, DDP)
+    computes BatchNorm statistics over the global batch instead of each rank's share.
     """
     recipe: TrainRecipe = cfg.train
     seed = recipe.seed if seed is None else seed
@@ -317,9 +357,14 @@ def train_model(
     pool = torch.nonzero(keep).flatten()
     if train_indices is not None:
         pool = pool[torch.isin(pool, train_indices)]
-    model = build_model(cfg.model["arch"], dataset.num_classes, dataset.in_channels, **cfg.arch_args).to(device)
+    arch = cfg.model["arch"] if model is None else f"module:{type(model).__name__}"
+    model = (model or build_model(arch, dataset.num_classes, dataset.in_channels, **cfg.arch_args)).to(device)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if sync_batchnorm:
+        if not (distributed.active() and device.type == "cuda"):
+            raise ConfigError("--sync-bn needs data-parallel training on CUDA (--ddp under torchrun on GPUs)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     loader = make_train_loader(dataset, cfg, indices=pool, batch_size=recipe.batch_size, device=device, seed=seed)
 
     def cross_entropy(net: nn.Module, batch: Batch, _progress: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -330,10 +375,12 @@ def train_model(
     stats = fit(model, loader, cross_entropy, epochs=epochs, sgd=SGDSpec.from_recipe(recipe),
                 execution=ExecSpec(amp=recipe.amp, compile=recipe.compile), desc=label)
     model.eval()
+    if not distributed.is_main():
+        return TrainedModel(model=model, meta={})
     logits = predict_logits(model, dataset.test_images, dataset)
     retained = ~torch.isin(dataset.test_labels, torch.tensor(excluded, dtype=torch.long))
     meta = {
-        "arch": cfg.model["arch"],
+        "arch": arch,
         "arch_args": {**cfg.arch_args, "in_channels": dataset.in_channels},
         "dataset": dataset.name,
         "image_size": dataset.image_size,
@@ -354,6 +401,11 @@ def train_model(
         "data_fingerprint": data_fingerprint(dataset),
         "versions": environment(device),
     }
+    if distributed.active():
+        meta["data_parallel"] = {"world_size": distributed.shard().world, "backend": torch.distributed.get_backend(),
+                                 "sync_batchnorm": sync_batchnorm}
+    log.info("%s: %s on %s, %d epochs, %.1f s, test accuracy %.2f%%", label, arch, dataset.name, epochs,
+             stats.seconds, meta["test_accuracy"])
     if out_dir is not None:
         save_checkpoint(out_dir, model, meta)
     return TrainedModel(model=model, meta=meta)

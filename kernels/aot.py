@@ -1,10 +1,10 @@
 """Ahead-of-time compile check: every Triton specialization the library can launch, compiled for a GPU that is
 not there.
 
-    python -m kernels.aot                          # sm_80 and sm_90
-    python -m kernels.aot --arch sm_90 --jobs 4    # one arch, four compile processes
-    python -m kernels.aot --list                   # the specializations only, no compiling
-    python -m kernels.aot --only MODE=2            # the soft-target kernels only
+    python -m fastforget_kernels.aot                          # sm_80 and sm_90
+    python -m fastforget_kernels.aot --arch sm_90 --jobs 4    # one arch, four compile processes
+    python -m fastforget_kernels.aot --list                   # the specializations only, no compiling
+    python -m fastforget_kernels.aot --only MODE=2            # the soft-target kernels only
 
 The launches come from the launchers themselves (`cross_entropy_launch`, `tv_launch`) called on meta tensors
 over a grid of shapes: every tiling `launch.all_tilings` can return, the K = 2 .. 256000 and B = 1 .. 1M of the
@@ -73,9 +73,9 @@ def dtype_pairs() -> Iterator[tuple[torch.dtype, torch.dtype]]:
 
 def launches() -> Iterator[tuple[str, object]]:
     """(what, launch) for every launch the grid of shapes makes the launchers issue."""
-    from kernels import launch
-    from kernels import triton_cross_entropy as ce
-    from kernels import triton_tv_distance as tv
+    from . import launch
+    from . import triton_cross_entropy as ce
+    from . import triton_tv_distance as tv
 
     for student_dtype, other_dtype in dtype_pairs():
         columns = sorted({*CROSS_ENTROPY_COLUMNS, *launch.EXAMPLE_COLUMNS})
@@ -216,7 +216,7 @@ def collect(archs: list[str]) -> tuple[dict[tuple[str, Specialization], list[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kernels.aot", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m fastforget_kernels.aot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", action="append", choices=["sm_80", "sm_90"],
                         help="target (repeatable; default: sm_80 and sm_90)")
@@ -227,14 +227,16 @@ def main(argv: list[str] | None = None) -> int:
                              "e.g. --only MODE=2 --only SINGLE=False")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"):
-        print("kernels.aot: TRITON_INTERPRET is set, so Triton would interpret instead of compiling; run it with "
-              "`env -u TRITON_INTERPRET python -m kernels.aot`", file=sys.stderr)
+        print("fastforget_kernels.aot: TRITON_INTERPRET is set, so Triton would interpret instead of compiling; "
+              "run it with "
+              "`env -u TRITON_INTERPRET python -m fastforget_kernels.aot`", file=sys.stderr)
         return 2
     try:
         import triton  # noqa: F401
         from triton.backends.nvidia.compiler import get_ptxas  # noqa: F401  (the NVIDIA backend)
     except ImportError as error:
-        print(f"kernels.aot: needs Triton with its NVIDIA backend ({error}); pip install triton", file=sys.stderr)
+        print(f"fastforget_kernels.aot: needs Triton with its NVIDIA backend ({error}); pip install triton",
+              file=sys.stderr)
         return 2
     archs = args.arch or ["sm_80", "sm_90"]
     start = time.perf_counter()

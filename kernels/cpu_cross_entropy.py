@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import torch
 
-from kernels.reference import reduce_rows, take_gradient
+from .reference import reduce_rows, take_gradient
 
 BLOCK_BYTES = 1 << 20          # one block of float32 logits: 1 MiB (L2 here; 256 KiB blocks measured slower)
 COMPILE_MIN_ELEMENTS = 1 << 16  # B * K from which the compiled form runs (its compile pays off over a run)

@@ -6,7 +6,7 @@ tensors of a kernel dtype take the closed-form cross-entropy (`kernels.cpu_cross
 one forward; eager for small batches, torch.compile'd from 2^16 elements on, the fastest CPU forms measured in
 bench/KERNELS.md) and the reference TV distance. float64 and empty inputs always take the reference (the
 kernels compute in float32). Forcing `triton` on CPU tensors works only under TRITON_INTERPRET=1 (set before
-`import kernels`), which is how the tests run the kernels without a GPU. `compiled` is the closed form always
+`import fastforget_kernels`), which is how the tests run the kernels without a GPU. `compiled` is the closed form always
 compiled (cross-entropy) and the reference under torch.compile (TV distance).
 """
 
@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 import torch
 
-from kernels import reference
-from kernels.cpu_cross_entropy import ClosedFormCrossEntropyFunction
-from kernels.validation import (
+from . import reference
+from .cpu_cross_entropy import ClosedFormCrossEntropyFunction
+from .validation import (
     KERNEL_DTYPES,
     REASSIGN_MODES,
     REDUCTIONS,
@@ -29,6 +29,7 @@ from kernels.validation import (
     check_float_tensor,
     check_same_rows,
     forget_mask,
+    teacher_as_logits,
 )
 
 ENV_VAR = "FASTFORGET_KERNELS"
@@ -38,7 +39,7 @@ CLOSED_FORMS = {"closed-form": "auto", "compiled": "compiled"}  # backend -> for
 
 @functools.cache
 def triton_available() -> bool:
-    """Whether Triton imports; it is optional, so that `import kernels` works where it is not installed."""
+    """Whether Triton imports; it is optional, so that `import fastforget_kernels` works where it is not installed."""
     try:
         import triton  # noqa: F401
     except ImportError:
@@ -67,7 +68,8 @@ def choose_backend(requested: str | None, *tensors: torch.Tensor) -> str:
                                f"pip install triton, or use backend='reference' / unset ${ENV_VAR}")
         if not on_cuda and not triton_interpreted():
             raise ValueError("the Triton kernels need CUDA tensors; on CPU use backend='reference', or set "
-                             "TRITON_INTERPRET=1 before `import kernels` to run them in Triton's interpreter")
+                             "TRITON_INTERPRET=1 before `import fastforget_kernels` to run them in Triton's "
+                             "interpreter")
     return choice
 
 
@@ -79,20 +81,23 @@ def compiled(fn: Callable) -> Callable:
 
 def reweighted_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, forget: Forget,
                              reassign: str = "proportional", reduction: str = "mean", *,
-                             backend: str | None = None) -> torch.Tensor:
+                             teacher_is_probs: bool | None = None, backend: str | None = None) -> torch.Tensor:
     """Cross-entropy of the student against the teacher's distribution with the forget classes' mass reassigned.
 
     q* = softmax(teacher with forget columns at -inf) for `proportional`; for `max-class` the teacher's
     probabilities with the whole forgotten mass on its most likely retained class. Loss per row
     -sum_y q*(y) log softmax(student)(y); gradient softmax(student) - q* (times the reduction's scale), returned
     in the student's dtype. The teacher gets no gradient. `forget`: a class index, indices (list or tensor) or
-    a bool mask of length K. The loss is float32 (float64 for float64 inputs).
+    a bool mask of length K. The loss is float32 (float64 for float64 inputs). The teacher is logits;
+    `teacher_is_probs=True` takes probabilities instead (see `validation.teacher_as_logits`, which also warns when
+    logits were promised implicitly and the rows look like probabilities).
     """
     check_float_tensor("student_logits", student_logits)
     check_float_tensor("teacher_logits", teacher_logits)
     check_same_rows(student_logits, teacher_logits, "teacher_logits")
     check_choice("reassign", reassign, REASSIGN_MODES)
     check_choice("reduction", reduction, REDUCTIONS)
+    teacher_logits = teacher_as_logits(teacher_logits, teacher_is_probs, "reweighted_cross_entropy")
     mask = forget_mask(forget, student_logits.shape[1], student_logits.device)
     return reweighted_cross_entropy_with_mask(student_logits, teacher_logits, mask, reassign, reduction,
                                               backend=backend)
@@ -105,7 +110,7 @@ def reweighted_cross_entropy_with_mask(student_logits: torch.Tensor, teacher_log
     the mask, which spares a host-device sync per step)."""
     path = choose_backend(backend, student_logits, teacher_logits)
     if path == "triton":
-        from kernels.triton_cross_entropy import MODES, ReweightedCrossEntropyFunction
+        from .triton_cross_entropy import MODES, ReweightedCrossEntropyFunction
 
         return ReweightedCrossEntropyFunction.apply(student_logits, teacher_logits.detach(), mask,
                                                     MODES[reassign], reduction)
@@ -128,7 +133,7 @@ def soft_target_cross_entropy(student_logits: torch.Tensor, target_probs: torch.
     check_choice("reduction", reduction, REDUCTIONS)
     path = choose_backend(backend, student_logits, target_probs)
     if path == "triton":
-        from kernels.triton_cross_entropy import SOFT_TARGET, ReweightedCrossEntropyFunction
+        from .triton_cross_entropy import SOFT_TARGET, ReweightedCrossEntropyFunction
 
         return ReweightedCrossEntropyFunction.apply(student_logits, target_probs.detach(), None, SOFT_TARGET,
                                                     reduction)
@@ -161,7 +166,7 @@ def tv_distance(a: torch.Tensor, b: torch.Tensor, from_logits: bool = True, *,
     path = choose_backend(backend, a, b)
     needs_grad = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
     if path == "triton" and not needs_grad:
-        from kernels.triton_tv_distance import tv_distance_triton
+        from .triton_tv_distance import tv_distance_triton
 
         return tv_distance_triton(a, b, from_logits)
     fn = reference.tv_distance_reference  # TV has no closed-form path: it is evaluation-only, autograd costs nothing

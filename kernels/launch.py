@@ -6,7 +6,7 @@ it is loaded once and kept in registers: the inputs are read once and the gradie
 over [B, K]). Longer rows are walked in chunks twice (statistics, then the gradient: 5 passes). Small K packs
 many rows into a program (a row of 10 classes alone would leave most lanes idle). The tiling depends on K and
 the dtypes only, never on B, so an odd last batch reuses the compiled kernel, and the set of tilings is finite:
-`all_tilings` lists it, and `python -m kernels.aot` compiles every one for sm_80 and sm_90 (no register
+`all_tilings` lists it, and `python -m fastforget_kernels.aot` compiles every one for sm_80 and sm_90 (no register
 spills allowed).
 
 Vector loads. Triton proves 16-byte alignment only for integers divisible by 16. The kernels take ALIGN (in

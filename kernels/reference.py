@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.validation import REASSIGN_MODES, Forget, check_choice, check_float_tensor, check_rows, forget_mask
+from .validation import REASSIGN_MODES, Forget, check_choice, check_float_tensor, check_rows, forget_mask
 
 
 def math_dtype(*tensors: torch.Tensor) -> torch.dtype:

@@ -25,8 +25,8 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from kernels import launch
-from kernels.reference import reduce_rows, take_gradient
+from . import launch
+from .reference import reduce_rows, take_gradient
 
 PROPORTIONAL = tl.constexpr(0)
 MAX_CLASS = tl.constexpr(1)

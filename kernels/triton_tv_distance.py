@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import launch
+from . import launch
 
 
 @triton.jit

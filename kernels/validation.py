@@ -6,6 +6,7 @@ Each error names the problem and the fix: these functions sit at the boundary wh
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -98,3 +99,24 @@ def forget_mask(forget: Forget, num_classes: int, device: torch.device | str | N
                          "forgotten probability mass; forget fewer classes")
     mask = mask.contiguous()  # a column of a [K, n] mask has stride n; the kernels read it with stride 1
     return mask.to(device) if device is not None else mask
+
+
+def teacher_as_logits(teacher: torch.Tensor, teacher_is_probs: bool | None, where: str) -> torch.Tensor:
+    """The teacher as logits: probabilities (`teacher_is_probs=True`) become their logs, which softmax maps back
+    to the same distribution. Left unsaid (None), logits are assumed and rows that look like probabilities (all in
+    [0, 1], each summing to 1) draw a warning: read as logits they give a silently wrong loss. The check costs one
+    host sync; saying `teacher_is_probs=False` skips it."""
+    if teacher_is_probs:
+        return teacher.float().clamp_min(torch.finfo(torch.float32).tiny).log().to(
+            torch.float64 if teacher.dtype == torch.float64 else torch.float32)
+    if teacher_is_probs is None and teacher.numel() and looks_like_probabilities(teacher):
+        warnings.warn(f"{where}: the teacher's rows look like probabilities (in [0, 1], each summing to 1) but are "
+                      "read as logits, which gives a wrong loss; pass teacher_is_probs=True for probabilities, or "
+                      "teacher_is_probs=False to say they are logits", UserWarning, stacklevel=3)
+    return teacher
+
+
+def looks_like_probabilities(rows: torch.Tensor) -> bool:
+    rows = rows.detach().double()
+    return bool(((rows >= 0) & (rows <= 1)).all() and torch.allclose(rows.sum(-1), torch.ones(()).double(),
+                                                                        atol=1e-3, rtol=0))

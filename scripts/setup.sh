@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything fastforget needs on a fresh Debian/Ubuntu machine (run as root for the apt step):
 # the system libraries FFCV links against, a virtual environment in .venv, and the package with its test and FFCV
-# extras at the versions pinned in constraints.txt. Safe to run again: it only does what is missing.
+# extras at the versions pinned in constraints.txt, and Ray (the `ray` extra: `fastforget bench --engine ray`, and
+# the tests that run the grid on a local Ray cluster). Safe to run again: it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,11 +22,11 @@ apt_install() {  # apt_install [--no-install-recommends] PACKAGE...: only when o
 if command -v apt-get >/dev/null 2>&1; then
     apt_install "${APT_PACKAGES[@]}"
     apt_install --no-install-recommends "${BROWSER_PACKAGES[@]}"
-    EXTRAS="test,ffcv"
+    EXTRAS="test,ray,timm,tensorboard,ffcv"
 else
     echo "setup: no apt-get here; FFCV is skipped (install pkg-config, libturbojpeg and OpenCV headers by hand," \
          "then: .venv/bin/pip install -c constraints.txt -e '.[ffcv]'). The in-memory loader works without it." >&2
-    EXTRAS="test"
+    EXTRAS="test,ray,timm,tensorboard"
 fi
 
 PYTHON=${PYTHON:-python3}

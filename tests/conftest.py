@@ -1,4 +1,4 @@
-"""Shared fixtures. TRITON_INTERPRET must be set before `kernels` is first imported."""
+"""Shared fixtures. TRITON_INTERPRET must be set before `fastforget_kernels` is first imported."""
 
 import os
 

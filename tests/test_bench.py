@@ -28,8 +28,10 @@ def test_digits_grid_end_to_end_writes_every_table(tmp_path, monkeypatch):
     for name in tables():
         assert (out / f"{name}.md").is_file() and (out / f"{name}.csv").is_file(), name
     text = report.read_text()
-    for figure in ("runtime.png", "reassignment_confusion.png"):
+    for figure in ("runtime.png", "reassignment_confusion.png", "reassignment_where.png", "accuracy_drop.png"):
         assert f"({figure})" in text and (out / figure).read_bytes().startswith(PNG)
+    samples = sorted((out / "samples").glob("*.npz"))  # per-sample outputs, one file per cell
+    assert len(samples) == len(records) and "original_test_logits" in np.load(samples[0])
     for r in records:  # the original and retrain rows too: U-LIRA's two ends (nothing unlearned, retrained)
         assert 0 <= r["ulira"] <= 100 and 0 <= r["rmia_auc_f"] <= 1 and 0 <= r["rmia_auc_r"] <= 1
         assert r["utv_test"] >= 0 and {"seed", "versions", "hyperparameters", "wall_seconds"} <= set(r)

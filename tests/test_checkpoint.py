@@ -28,7 +28,7 @@ def test_round_trip_is_exact_and_accepts_folder_or_file(tmp_path):
 
 
 def test_wrapped_model_round_trips(tmp_path):
-    model = IdentityAdapters(build_model("resnet18", 10, 3, width=4))
+    model = IdentityAdapters(build_model("resnet18", 10, 3, width=4), "layer3", 16, 10)
     torch.nn.init.normal_(model.head_adapter.weight)
     save_checkpoint(tmp_path, model, _meta())
     loaded, _ = load_checkpoint(tmp_path)

@@ -252,7 +252,7 @@ def test_plots_are_readable_png_files(full_report):
     import matplotlib.image
 
     paths = [Path(p) for p in full_report["plots"]]
-    assert {p.name for p in paths} == {"confusion.png", "reassignment_3.png"}
+    assert {p.name for p in paths} == {"accuracy_drop.png", "confusion.png", "reassignment_3.png"}
     for path in paths:
         assert path.read_bytes()[:8] == PNG_SIGNATURE
         image = matplotlib.image.imread(path)

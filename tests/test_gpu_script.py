@@ -30,5 +30,13 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
     assert any("ABSENT" in note or "imported" in note for note in steps["40_liger"]["notes"])
     unlearning = steps["50_unlearning"]["tables"]
     assert [row["run"].split(",")[0] for row in next(iter(unlearning.values()))] == ["train", "RWFT-2-O"]
+    loop = steps["60_loop"]["tables"]
+    syncs = next(rows for title, rows in loop.items() if title.startswith("Host syncs"))
+    assert [row["loop"] for row in syncs] == ["fit (fast recipe step)", "RWFT-2-O"]
+    assert all(row["host syncs / step"] == 0 for row in syncs)
+    assert next(rows for title, rows in loop.items() if title.startswith("RWFT-2-O"))[0]["steps"] >= 1
+    assert next(rows for title, rows in loop.items() if title.startswith("Training"))[0]["images/s"] > 0
+    assert next(rows for title, rows in loop.items() if title.startswith("Fast recipe"))[0]["epochs"] == 1
+    assert any(title.startswith("RWFT teacher's q*") for title in loop)  # within 1e-3, else the step failed
     markdown = (tmp_path / "gpu_results.md").read_text()
     assert "DRY RUN" in markdown and "| impl |" in markdown

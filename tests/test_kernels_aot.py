@@ -1,5 +1,5 @@
 """The GPU path checked without a GPU: every Triton specialization the library can launch compiles for sm_80 and
-sm_90 (`python -m kernels.aot`), without spills, with 16-byte loads where the tiling promises them.
+sm_90 (`python -m fastforget_kernels.aot`), without spills, with 16-byte loads where the tiling promises them.
 
 Runs in a subprocess with TRITON_INTERPRET removed: tests/conftest.py sets it for this process, and the
 interpreter never compiles. About a minute on two idle cores (the compiles run in parallel).
@@ -26,8 +26,8 @@ def nvidia_backend_available() -> bool:
 def run_aot(*args: str, timeout: int) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "kernels.aot", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "fastforget_kernels.aot", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.slow
@@ -46,6 +46,6 @@ def test_every_specialization_compiles_for_sm80_and_sm90():
 
 def test_refuses_to_run_interpreted():
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-m", "kernels.aot", "--list"], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "-m", "fastforget_kernels.aot", "--list"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "TRITON_INTERPRET" in result.stderr

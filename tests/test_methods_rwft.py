@@ -8,7 +8,7 @@ import torch
 from conftest import DIGITS_FORGET
 
 import fastforget.train as train_module
-import kernels
+import fastforget_kernels as kernels
 from fastforget.checkpoint import load_checkpoint, save_checkpoint
 from fastforget.config import load_config
 from fastforget.data import InMemoryLoader, load_dataset, make_train_loader

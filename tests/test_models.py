@@ -40,14 +40,15 @@ def test_identity_adapters_start_equal_to_the_original_and_survive_deepcopy():
                 m.running_var.uniform_(0.5, 2)
     x = torch.randn(4, 3, 32, 32)
     expected = base(x)
-    wrapped = IdentityAdapters(copy.deepcopy(base)).eval()
+    wrapped = IdentityAdapters(copy.deepcopy(base), "layer3", 16, 10).eval()
     torch.testing.assert_close(wrapped(x), expected, rtol=1e-5, atol=1e-5)
     clone = copy.deepcopy(wrapped)
     with torch.no_grad():
         clone.mid_adapter.weight.mul_(0.5)  # the clone's hook must use the clone's adapter, not the original's
     torch.testing.assert_close(wrapped(x), expected, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(clone(x), expected)
-    assert wrapper_specs(wrapped) == [{"type": "identity_adapters", "block": "layer3"}]
+    assert wrapper_specs(wrapped) == [{"type": "identity_adapters", "block": "layer3", "channels": 16,
+                                       "num_classes": 10}]
     assert base_model(wrapped) is wrapped.base
 
 
@@ -62,5 +63,5 @@ def test_logit_mask_gives_the_proportional_target_exactly():
     expected /= expected.sum(1, keepdim=True)
     torch.testing.assert_close(probs.double(), expected, rtol=1e-5, atol=1e-6)
     assert torch.all(probs[:, [1, 3]] == 0)
-    rebuilt = apply_wrappers(build_model("cnn", 5, 1, width=4), wrapper_specs(masked))
+    rebuilt = apply_wrappers(build_model("cnn", 5, 1, width=4), wrapper_specs(masked), 5)
     assert isinstance(rebuilt, LogitMask) and rebuilt.forget_mask.tolist() == [False, True, False, True, False]

@@ -17,9 +17,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import kernels
-from kernels import launch
-from kernels.dispatch import reweighted_cross_entropy_with_mask
+import fastforget_kernels as kernels
+from fastforget_kernels import launch
+from fastforget_kernels.dispatch import reweighted_cross_entropy_with_mask
 
 DEVICE = torch.device(os.environ.get("KERNELS_TEST_DEVICE", "cpu"))
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -249,14 +249,14 @@ def test_compiled_closed_form_matches_float64_oracle(gen):
             actual = run(kernels.reweighted_cross_entropy, student, teacher, [1, 2], reassign, backend="compiled",
                          grad_output=None)
             assert_matches(actual, expected, torch.bfloat16, "compiled")
-    from kernels import cpu_cross_entropy
+    from fastforget_kernels import cpu_cross_entropy
 
     assert not cpu_cross_entropy.COMPILE_FAILED
 
 
 def test_closed_form_walks_row_blocks(gen, monkeypatch):
     """Rows are processed in cache-sized blocks: with blocks of 3 rows, 10 rows take four blocks."""
-    from kernels import cpu_cross_entropy
+    from fastforget_kernels import cpu_cross_entropy
 
     monkeypatch.setattr(cpu_cross_entropy, "BLOCK_BYTES", 3 * 4 * 6)
     student, teacher = random_logits(gen, 10, 6, torch.float32), random_logits(gen, 10, 6, torch.float32)
@@ -312,7 +312,7 @@ def test_launch_does_not_depend_on_batch_size():
     """Regression: ROWS followed next_power_of_2(B), so every odd last batch compiled a new kernel. Now the
     tiling depends on K and the dtypes only, and every integer argument is unspecialized (one compiled kernel
     for any B; kernels.aot shows the specialization count)."""
-    from kernels import triton_cross_entropy as ce
+    from fastforget_kernels import triton_cross_entropy as ce
 
     def constexprs(batch: int) -> dict:
         student = torch.empty(batch, 1000, device="meta")
@@ -327,7 +327,7 @@ def test_launch_does_not_depend_on_batch_size():
 def test_backward_is_free_for_the_autograd_seed(gen, classes):
     """The forward writes the scaled gradient; the backward phase leaves it alone where grad_output == 1
     (checked on the device, per program) and recomputes it with the full scale elsewhere."""
-    from kernels import triton_cross_entropy as ce
+    from fastforget_kernels import triton_cross_entropy as ce
 
     student, teacher = random_logits(gen, 4, classes, torch.float32), random_logits(gen, 4, classes, torch.float32)
     mask = kernels.forget_mask([0], classes, DEVICE)
@@ -515,9 +515,9 @@ def test_dispatch_choice(monkeypatch):
 
 
 def test_import_without_triton():
-    """Triton is optional: with it missing, `import kernels` works and every call takes the reference."""
+    """Triton is optional: with it missing, `import fastforget_kernels` works and every call takes the reference."""
     code = ("import sys; sys.modules['triton'] = None\n"
-            "import torch, kernels\n"
+            "import torch, fastforget_kernels as kernels\n"
             "assert not kernels.triton_available()\n"
             "s, t = torch.randn(4, 6), torch.randn(4, 6)\n"
             "print(float(kernels.reweighted_cross_entropy(s, t, [1])), float(kernels.tv_distance(s, t).sum()))\n"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import kernels
-from kernels import launch
+import fastforget_kernels as kernels
+from fastforget_kernels import launch
 
 DEVICE = torch.device(os.environ.get("KERNELS_TEST_DEVICE", "cpu"))
 # Inputs are rounded to the dtype before the oracle sees them; what remains is float32 arithmetic.
@@ -152,7 +152,7 @@ def test_mixed_dtypes(rng, backend):
 def test_shared_operand_is_read_in_place():
     """[M, B, K] against [B, K]: the kernel's `b` is the shared [B, K] rows themselves (no M-fold copy), with
     either operand order; without a shared operand the rows are flattened."""
-    from kernels.triton_tv_distance import as_outer_inner
+    from fastforget_kernels.triton_tv_distance import as_outer_inner
 
     models, batch = torch.randn(4, 33, 10), torch.randn(33, 10)
     for a, b in ((models, batch), (batch, models)):

@@ -1,6 +1,6 @@
 """Step 20: the kernel tests on CUDA tensors, the Triton kernels compiled for the card instead of interpreted.
 
-First `python -m kernels.aot` compiles every specialization for this card's arch on all CPU cores, into the
+First `python -m fastforget_kernels.aot` compiles every specialization for this card's arch on all CPU cores, into the
 Triton cache the tests then hit (deduped compiles: each specialization once, in parallel); then the tests run,
 bfloat16 cases first, so that a budget cut still leaves the numerics that matter most checked.
 A dry run runs a few of the same tests on the CPU, interpreted.
@@ -45,7 +45,7 @@ if step.cuda:
     capability = "sm_{}{}".format(*torch.cuda.get_device_capability())
     if capability in ("sm_80", "sm_90"):
         run(f"AOT compile, {capability}, {os.cpu_count()} processes",
-            [sys.executable, "-m", "kernels.aot", "--arch", capability], step.left_s() * 0.4, required=False)
+            [sys.executable, "-m", "fastforget_kernels.aot", "--arch", capability], step.left_s() * 0.4, required=False)
     for selection in ("bfloat16", "not bfloat16"):
         if not step.out_of_time(f"kernel tests ({selection})"):
             run(f"pytest -k '{selection}'", [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",

@@ -26,7 +26,7 @@ from kernel_cases import (  # noqa: E402
     training_step,
 )
 
-import kernels  # noqa: E402
+import fastforget_kernels as kernels  # noqa: E402
 
 if step.cuda:
     SHAPES = [(8192, 10), (8192, 1000), (65536, 1000), (512, 32000), (4096, 32000), (1048576, 10), (1024, 65536),

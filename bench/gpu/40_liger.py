@@ -23,7 +23,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from kernel_cases import make_inputs  # noqa: E402
 
-import kernels  # noqa: E402
+import fastforget_kernels as kernels  # noqa: E402
 
 TABLE = "Liger-Kernel 0.8.5 side by side (forward + backward unless noted)"
 

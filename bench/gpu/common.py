@@ -80,6 +80,16 @@ class Step:
         print("  " + "  ".join(f"{k}={format_value(v)}" for k, v in row.items()), flush=True)
         self.tables.setdefault(table, []).append(row)
 
+    def run_api(self, main: Callable[[], None]) -> int:
+        """Runs `main`, turning a moved fastforget API (import, signature, attribute) into this step's failure
+        instead of a traceback, then `finish`es."""
+        try:
+            main()
+        except (ImportError, TypeError, AttributeError) as error:
+            self.fail(f"the fastforget API this step uses changed ({type(error).__name__}: {error}); update "
+                      f"bench/gpu/{self.name}.py")
+        return self.finish()
+
     def finish(self) -> int:
         """Writes OUT/steps/NAME.json; returns the exit status (1 when a check failed)."""
         folder = self.args.out / "steps"
@@ -105,6 +115,12 @@ def device_name(device: Any) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def recorded_device(out: Path) -> dict[str, Any]:
+    """Step 10's record of the card (its datasheet and measured bf16 peaks) when it ran into `out`, else {}."""
+    record = out / "steps" / "10_environment.json"
+    return json.loads(record.read_text())["tables"]["Device"][0] if record.is_file() else {}
 
 
 def format_value(value: Any) -> str:
@@ -138,3 +154,20 @@ def copy_floor_ms(nbytes: int, device: Any, cuda: bool) -> float:
     src = torch.empty(max(nbytes // 2, 1), dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     return median_ms(lambda: dst.copy_(src), cuda)
+
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def synthetic_cifar(train: int, test: int):
+    """CIFAR-shaped uint8 images with balanced labels (the data set does not travel to the GPU machine; the
+    timings do not depend on pixel values)."""
+    import torch
+
+    from fastforget.data import ImageDataset
+
+    gen = torch.Generator().manual_seed(0)
+    images = lambda n: torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)  # noqa: E731
+    labels = lambda n: torch.arange(n) % len(CIFAR_CLASSES)  # noqa: E731
+    return ImageDataset("cifar10", images(train), labels(train), images(test), labels(test), list(CIFAR_CLASSES),
+                        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))

@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fastforget.checkpoint import read_sidecar
+from fastforget.checkpoint import load_checkpoint, read_sidecar
 from fastforget.config import Config
 from fastforget.data import ImageDataset
+from fastforget.errors import CheckpointError
 from fastforget.metrics.registry import METRICS
-from fastforget.shadows import cached_model, recipe_key, shadow_folder
+from fastforget.shadows import ShadowSpec, recipe_key, shadow_specs
 from fastforget.train import train_model
 
 RETRAINED_REFERENCES = 2
@@ -106,14 +107,14 @@ def plan_references(cfg: Config, dataset: ImageDataset, forget: Sequence[int], m
     if "shadows" in needs:
         count = settings("shadows")
         for kind, share in (("original", 1.0), ("retrained", share_retained)):
-            cached = sum((shadow_folder(cfg, dataset, kind=kind, index=i, cache_dir=cache_dir, forget=forget)
-                          / "model.json").is_file() for i in range(count))
+            cached = sum(spec.fits() for spec in shadow_specs(cfg, dataset, kind=kind, count=count,
+                                                              cache_dir=cache_dir, forget=forget))
             plan.steps.append(Step(f"U-LIRA shadow {kind}", count, count - cached, each(share)))
         plan.steps.append(Step("U-LIRA method replays", count, count if replay_seconds else 0, replay_seconds))
     if "references" in needs:
         count = settings("reference_models")
-        cached = sum((shadow_folder(cfg, dataset, kind="half", index=i, cache_dir=cache_dir) / "model.json").is_file()
-                     for i in range(count))
+        cached = sum(spec.fits() for spec in shadow_specs(cfg, dataset, kind="half", count=count,
+                                                          cache_dir=cache_dir))
         plan.steps.append(Step("RMIA references", count, count - cached, each(0.5)))
     return plan
 
@@ -128,9 +129,14 @@ def retrained_references(cfg: Config, dataset: ImageDataset, forget: Sequence[in
     references = []
     for seed in seeds:
         folder = retrained_folder(cfg, dataset, forget, seed, cache_dir)
-        model = cached_model(folder, lambda out, s=seed: train_model(cfg, exclude=list(forget), seed=s,
-                                                                       dataset=dataset, out_dir=out,
-                                                                       desc=f"audit retrained s{s}"),
-                             {"seed": seed, "excluded": sorted(forget)})
+        model = None
+        if ShadowSpec(folder, "retrained", 0, seed, tuple(sorted(forget))).fits():
+            try:
+                model = load_checkpoint(folder)[0]
+            except CheckpointError:
+                pass  # a corrupt cache entry is retrained and overwritten atomically
+        if model is None:
+            model = train_model(cfg, exclude=list(forget), seed=seed, dataset=dataset, out_dir=folder,
+                                desc=f"audit retrained s{seed}").model.eval()
         references.append((folder, model, read_sidecar(folder)))
     return references

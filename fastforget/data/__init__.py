@@ -5,7 +5,7 @@ FFCV is optional; `fastforget.data.ffcv` imports it only when a .beton file is w
 """
 
 from fastforget.data.classes import ForgetSplits, class_names, resolve_classes
-from fastforget.data.factory import config_augment, ffcv_train_file, make_train_loader
+from fastforget.data.factory import config_augment, ffcv_folder, ffcv_train_file, make_train_loader
 from fastforget.data.ffcv import FFCVLoader, FFCVUnavailableError, ffcv_available, ffcv_loader, write_beton
 from fastforget.data.loaders import Augment, BatchTransform, InMemoryLoader, epoch_order
 from fastforget.data.sources import (
@@ -35,6 +35,7 @@ __all__ = [
     "default_data_root",
     "epoch_order",
     "ffcv_available",
+    "ffcv_folder",
     "ffcv_loader",
     "ffcv_train_file",
     "load_dataset",

@@ -90,5 +90,15 @@ class ForgetSplits:
                    test_f=_positions(test_is_f), test_r=_positions(~test_is_f))
 
 
+    @classmethod
+    def from_samples(cls, train_f: torch.Tensor, train_size: int, test_size: int) -> ForgetSplits:
+        """Sample-level forgetting: the given training positions against the rest; the test split has no forget
+        samples (what is forgotten are particular training samples, not a kind of input)."""
+        is_f = torch.zeros(train_size, dtype=torch.bool)
+        is_f[train_f] = True
+        return cls(train_f=_positions(is_f), train_r=_positions(~is_f), test_f=torch.zeros(0, dtype=torch.int64),
+                   test_r=torch.arange(test_size))
+
+
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(mask).reshape(-1).to(device="cpu", dtype=torch.int64)

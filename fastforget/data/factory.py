@@ -13,10 +13,12 @@ from pathlib import Path
 
 import torch
 
+from fastforget import distributed
 from fastforget.config import Config
 from fastforget.data.ffcv import ffcv_available, ffcv_loader, write_beton
 from fastforget.data.loaders import Augment, InMemoryLoader
 from fastforget.data.sources import ImageDataset, cache_dir
+from fastforget.distributed import Shard
 from fastforget.errors import ConfigError
 
 LOADERS = ("memory", "ffcv")
@@ -27,12 +29,18 @@ def config_augment(cfg: Config) -> Augment:
     return Augment(crop_padding=cfg.data.get("crop_padding", 0), flip=cfg.data.get("flip", False))
 
 
-def ffcv_train_file(dataset: ImageDataset) -> Path:
-    """The data set's training split as a .beton in the cache, written on first use (keyed by its content)."""
+def ffcv_folder(dataset: ImageDataset) -> Path:
+    """Where the data set's .beton files live in the cache (keyed by its content): `fastforget data prepare`
+    writes them there, `data.loader = "ffcv"` reads them."""
     stride = max(1, len(dataset.train_labels) // 1000)
     digest = hashlib.sha1(dataset.train_labels.numpy().tobytes())
     digest.update(dataset.train_images[::stride].numpy().tobytes())
-    path = cache_dir() / "ffcv" / f"{dataset.name}-{digest.hexdigest()[:12]}" / "train.beton"
+    return cache_dir() / "ffcv" / f"{dataset.name}-{digest.hexdigest()[:12]}"
+
+
+def ffcv_train_file(dataset: ImageDataset) -> Path:
+    """The data set's training split as a .beton in the cache, written on first use."""
+    path = ffcv_folder(dataset) / "train.beton"
     if not path.is_file():
         write_beton(dataset.train_images, dataset.train_labels, path)
     return path
@@ -47,17 +55,22 @@ def make_train_loader(dataset: ImageDataset, cfg: Config, *, indices: torch.Tens
     `augment` off gives the plain normalised images; `drop_last` defaults to `shuffle` (a training pass drops
     its ragged last batch, an ordered pass keeps every sample). `images` and `labels` are the training split
     already on `device`, to be shared by several in-memory loaders (default: the data set's own tensors).
+    Under torchrun (`fastforget train --ddp`) a shuffled (training) pass is sharded: `batch_size` stays the
+    global batch and each rank loads its share; an ordered pass (evaluation, targets) stays whole on every rank.
     """
     options = dict(batch_size=batch_size, shuffle=shuffle, augment=config_augment(cfg) if augment else Augment(),
                    mean=dataset.mean, std=dataset.std, device=device,
                    drop_last=shuffle if drop_last is None else drop_last, seed=seed, indices=indices)
+    shard = distributed.shard() if shuffle else Shard()
     kind = cfg.data.get("loader", "memory")
     if kind not in LOADERS:
         raise ConfigError(f"data.loader must be 'memory' or 'ffcv', not {kind!r}")
     if kind == "ffcv":
         if ffcv_available():
-            return ffcv_loader(ffcv_train_file(dataset), **options)
+            # FFCV shards by itself: each rank loads its part of the global batch
+            return ffcv_loader(ffcv_train_file(dataset), **{**options, "batch_size": batch_size // shard.world},
+                               distributed=shard.world > 1)
         warnings.warn("data.loader = 'ffcv' but FFCV is not installed here: using the in-memory loader "
                       "(scripts/setup.sh installs FFCV where apt is available)", stacklevel=2)
     return InMemoryLoader(dataset.train_images if images is None else images,
-                          dataset.train_labels if labels is None else labels, **options)
+                          dataset.train_labels if labels is None else labels, shard=shard, **options)

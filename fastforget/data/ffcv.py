@@ -30,6 +30,7 @@ from fastforget.data.loaders import Augment, Batch, BatchTransform, _check_stats
 from fastforget.data.sources import ImageDataset
 from fastforget.errors import CorruptDataError, DataNotFoundError, FastForgetError
 from fastforget.io import atomic_path
+from fastforget.runtime import progress_enabled
 
 INSTALL_HINT = "install it with `pip install ffcv==1.0.2` (system packages first: see docs/FFCV_INSTALL.md)"
 
@@ -110,7 +111,7 @@ def write_beton(images: torch.Tensor, labels: torch.Tensor, path: str | Path, *,
 @contextlib.contextmanager
 def _quiet_unless_progress() -> Iterator[None]:
     """FFCV's writer always draws a progress bar; hide it when fastforget's progress bars are off."""
-    if os.environ.get("FASTFORGET_PROGRESS", "1") != "0":
+    if progress_enabled():
         yield
         return
     with contextlib.redirect_stderr(io.StringIO()):
@@ -136,7 +137,8 @@ class FFCVLoader:
     def __init__(self, path: str | Path, *, batch_size: int, shuffle: bool = True, augment: Augment = Augment(),
                  mean: Sequence[float], std: Sequence[float], device: str | torch.device = "cpu",
                  drop_last: bool = False, seed: int = 0, indices: torch.Tensor | Sequence[int] | None = None,
-                 dtype: torch.dtype = torch.float32, num_workers: int | None = None) -> None:
+                 dtype: torch.dtype = torch.float32, num_workers: int | None = None,
+                 distributed: bool = False) -> None:
         _require_ffcv()
         from ffcv.fields import NDArrayField, RGBImageField
         from ffcv.fields.basics import IntDecoder
@@ -164,7 +166,7 @@ class FFCVLoader:
             self._loader = Loader(
                 str(path), batch_size=batch_size, num_workers=num_workers or os.cpu_count() or 1,
                 order=OrderOption.RANDOM if shuffle else OrderOption.SEQUENTIAL, seed=seed,
-                indices=positions.astype(np.uint64), drop_last=drop_last,
+                indices=positions.astype(np.uint64), drop_last=drop_last, distributed=distributed,
                 pipelines={"image": [ToTensor(), *to_device],
                            "label": [IntDecoder(), ToTensor(), *to_device],
                            "index": [IntDecoder(), ToTensor(), *to_device]})
@@ -210,8 +212,10 @@ class FFCVLoader:
 def ffcv_loader(path: str | Path, *, batch_size: int, shuffle: bool = True, augment: Augment = Augment(),
                 mean: Sequence[float], std: Sequence[float], device: str | torch.device = "cpu",
                 drop_last: bool = False, seed: int = 0, indices: torch.Tensor | Sequence[int] | None = None,
-                dtype: torch.dtype = torch.float32, num_workers: int | None = None) -> FFCVLoader:
-    """An `FFCVLoader` over a .beton file written by `write_beton` (use it in a `with` block)."""
+                dtype: torch.dtype = torch.float32, num_workers: int | None = None,
+                distributed: bool = False) -> FFCVLoader:
+    """An `FFCVLoader` over a .beton file written by `write_beton` (use it in a `with` block); `distributed`:
+    FFCV's own sharding over the torchrun group (each rank gets `batch_size` samples per step)."""
     return FFCVLoader(path, batch_size=batch_size, shuffle=shuffle, augment=augment, mean=mean, std=std,
                       device=device, drop_last=drop_last, seed=seed, indices=indices, dtype=dtype,
-                      num_workers=num_workers)
+                      num_workers=num_workers, distributed=distributed)

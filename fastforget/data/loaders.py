@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fastforget.distributed import Shard
+
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -83,19 +85,24 @@ class BatchTransform:
                                 torch.arange(batch, device=self.device)[:, None, None])
         return self._grids[key]
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        """A uint8 batch [B, H, W, C] (any strides) as a normalised float batch [B, C, H, W], channels-last."""
+    def __call__(self, pixels: torch.Tensor, shard: Shard = Shard(), drawn: int | None = None) -> torch.Tensor:
+        """A uint8 batch [B, H, W, C] (any strides) as a normalised float batch [B, C, H, W], channels-last.
+
+        With a `shard`, `pixels` are rows rank, rank + world, ... of a global batch of `drawn` samples: the random
+        draws are made for the whole global batch and this shard takes its rows, as a single process would."""
         batch, height, width, channels = pixels.shape
+        drawn = batch if drawn is None else drawn
+        mine = slice(shard.rank, None, shard.world)
         padding = self.augment.crop_padding
         if padding or self.augment.flip:
             rows, cols, samples = self._grid(batch, height, width)
             if padding:
-                shifts = torch.randint(-padding, padding + 1, (batch, 2), generator=self.generator,
-                                       device=self.device)
+                shifts = torch.randint(-padding, padding + 1, (drawn, 2), generator=self.generator,
+                                       device=self.device)[mine]
                 rows, cols = rows + shifts[:, :1], cols + shifts[:, 1:]
                 pixels = F.pad(pixels, (0, 0, padding, padding, padding, padding))  # the zeros a shift brings in
             if self.augment.flip:
-                flipped = torch.rand(batch, generator=self.generator, device=self.device) < 0.5
+                flipped = torch.rand(drawn, generator=self.generator, device=self.device)[mine] < 0.5
                 cols = torch.where(flipped[:, None], cols.flip(1), cols)
             pixels = pixels[samples, rows[:, :, None], cols[:, None, :]]
         levels = pixels.to(torch.int64, memory_format=torch.contiguous_format).view(-1, channels)
@@ -109,7 +116,9 @@ class InMemoryLoader:
     `images` come out normalised, in `dtype`, in channels-last memory format; `indices` are the positions of the
     samples in `images` (not in `indices`), so methods can look up per-sample targets. `indices` restricts the
     loader to a subset. Each pass over the loader is one epoch: with `shuffle`, the order and the augmentation
-    are drawn from `seed + epoch`, so runs repeat exactly. `len()` is the number of batches.
+    are drawn from `seed + epoch`, so runs repeat exactly. `len()` is the number of batches. Under data-parallel
+    training (`shard`: this rank of the torchrun group) every rank draws the same order and takes rows
+    rank::world of each global batch of `batch_size`, which the world size must divide.
     Images already on `device` are used in place (no copy), so several loaders over one data set share it;
     images stored channels-last make the per-batch selection a plain copy.
     """
@@ -117,13 +126,18 @@ class InMemoryLoader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, shuffle: bool = True,
                  augment: Augment = Augment(), mean: Sequence[float], std: Sequence[float],
                  device: str | torch.device = "cpu", drop_last: bool = False, seed: int = 0,
-                 indices: torch.Tensor | Sequence[int] | None = None, dtype: torch.dtype = torch.float32) -> None:
+                 indices: torch.Tensor | Sequence[int] | None = None, dtype: torch.dtype = torch.float32,
+                 shard: Shard = Shard()) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
         if len(labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.shard = shard
+        if batch_size % self.shard.world:
+            raise ValueError(f"the global batch of {batch_size} does not split evenly over {self.shard.world} ranks: "
+                             "choose a batch size divisible by the number of processes")
         _check_stats(mean, std, images.shape[1])
         self.device = torch.device(device)
         self.images = images.to(self.device)
@@ -144,9 +158,10 @@ class InMemoryLoader:
         self.epoch += 1
         order_t = torch.from_numpy(np.ascontiguousarray(order)).to(self.device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            batch = order_t[start:start + self.batch_size]
+            drawn = order_t[start:start + self.batch_size]
+            batch = drawn[self.shard.rank::self.shard.world]
             pixels = self.images.index_select(0, batch).permute(0, 2, 3, 1)
-            yield transform(pixels), self.labels[batch], batch
+            yield transform(pixels, self.shard, len(drawn)), self.labels[batch], batch
 
 
 def _positions(indices: torch.Tensor | Sequence[int] | None, size: int) -> np.ndarray:

@@ -146,8 +146,9 @@ _LAYOUTS = {
     "tinyimagenet": ("tiny-imagenet-200/{wnids.txt, words.txt, train/<wnid>/images/*.JPEG, "
                      "val/images/*.JPEG, val/val_annotations.txt}",
                      "unzip http://cs231n.stanford.edu/tiny-imagenet-200.zip into ROOT"),
-    "imagefolder": ("train/<class>/<image> and test/<class>/<image> (jpg, png, ...; all of one size)",
-                    "pass the folder that holds train/ and test/ as root"),
+    "imagefolder": ("train/<class>/<image> and test/<class>/<image> or val/<class>/<image> (jpg, png, ...; all "
+                    "of one size)",
+                    "pass the folder that holds train/ and test/ (or val/) as root"),
 }
 
 
@@ -423,19 +424,22 @@ def _tinyimagenet_names(words_file: Path, wnids: list[str]) -> list[str]:
 
 
 def _load_imagefolder(root: Path | None) -> ImageDataset:
-    """root/train/<class>/* and root/test/<class>/*; classes are the sorted train subfolders; one image size."""
+    """root/train/<class>/* and root/test/<class>/* (or root/val/<class>/*, the timm/ImageNet name for the held-out
+    split); classes are the sorted train subfolders; one image size."""
     if root is None:
-        raise DataNotFoundError("imagefolder needs root: the folder that holds train/<class>/ and test/<class>/")
-    _require("imagefolder", root, [root / "train", root / "test"])
+        raise DataNotFoundError("imagefolder needs root: the folder that holds train/<class>/ and test/<class>/ "
+                                "(or val/<class>/): data.root = DIR, or --data-dir DIR")
+    held_out = "test" if (root / "test").is_dir() or not (root / "val").is_dir() else "val"
+    _require("imagefolder", root, [root / "train", root / held_out])
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     if not classes:
         raise _missing("imagefolder", root, root / "train" / "<class>")
-    unknown = sorted(p.name for p in (root / "test").iterdir() if p.is_dir() and p.name not in classes)
+    unknown = sorted(p.name for p in (root / held_out).iterdir() if p.is_dir() and p.name not in classes)
     if unknown:
-        raise CorruptDataError(f"{root / 'test'} has classes {unknown} that {root / 'train'} lacks; every test class "
-                               "needs training images")
+        raise CorruptDataError(f"{root / held_out} has classes {unknown} that {root / 'train'} lacks; every "
+                               f"{held_out} class needs training images")
     splits = []
-    for split in ("train", "test"):
+    for split in ("train", held_out):
         files, labels = [], []
         for label, name in enumerate(classes):
             found = sorted(p for p in (root / split / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -449,8 +453,8 @@ def _load_imagefolder(root: Path | None) -> ImageDataset:
     if test_images.shape[1] == 3 and train_images.shape[1] == 1:
         train_images = np.repeat(train_images, 3, axis=1)
     if train_images.shape[2:] != test_images.shape[2:]:
-        raise CorruptDataError(f"{root / 'train'} images are {train_images.shape[2:]} but {root / 'test'} images are "
-                               f"{test_images.shape[2:]}: resize them to one size first")
+        raise CorruptDataError(f"{root / 'train'} images are {train_images.shape[2:]} but {root / held_out} images "
+                               f"are {test_images.shape[2:]}: resize them to one size first")
     return _dataset("imagefolder", (train_images, splits[0][1]), (test_images, splits[1][1]), classes)
 
 

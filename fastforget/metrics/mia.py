@@ -6,8 +6,8 @@ the smaller and each side is capped at `max_per_side` (seeded by the evaluation 
 comparison is attacked on the same rows), an RBF SVM (C=3, gamma="auto") is fitted, and the score is 100 x the
 fraction of D_train_f that it calls non-member: about 0 for an original that fits its training set, about 100
 for a retrained one. D_train_f is always scored whole; the cap only bounds the SVM's fit, whose time grows with
-the square of the points (measured in bench/README.md: 0.5-0.7 s at 2,000 per side, 8-11 s at 8,000, 35-45 s at
-16,000 on two CPU cores), and a one-dimensional threshold is well placed long before that.
+the square of the points (bench/README.md: 4x per doubling, 3 s at 2,000 per side and 50 s at 8,000 on a loaded
+2-core machine), and a one-dimensional threshold is well placed long before that.
 
 The score only means something if the attack separates its own training sets, which a model that barely
 overfits does not allow. So a twin SVM, fitted on a seeded 1 - `heldout_fraction` of the balanced sets, reports

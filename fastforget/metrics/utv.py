@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from fastforget.kernels import reweighted_target, tv_distance
 from fastforget.metrics._common import (
     ArrayLike,
     MetricResult,
@@ -31,7 +32,6 @@ from fastforget.metrics._common import (
 )
 from fastforget.metrics.intervals import Interval, bootstrap_mean
 from fastforget.metrics.registry import Column, EvalContext, register
-from kernels import reweighted_target, tv_distance
 
 Reassign = Literal["proportional", "max-class"]
 

@@ -19,12 +19,10 @@ class IdentityAdapters(nn.Module):
     parameter names and its outputs equal the original's until the adapters are trained.
     """
 
-    def __init__(self, base: nn.Module, block: str | None = None) -> None:
+    def __init__(self, base: nn.Module, block: str, channels: int, num_classes: int) -> None:
         super().__init__()
         self.base = base
-        self.block = block or base.middle_block
-        channels = base.block_channels[self.block]
-        num_classes = base.get_submodule(base.classifier).out_features
+        self.block = block
         self.mid_adapter = nn.Conv2d(channels, channels, 1)
         self.head_adapter = nn.Linear(num_classes, num_classes)
         with torch.no_grad():
@@ -34,8 +32,6 @@ class IdentityAdapters(nn.Module):
             self.head_adapter.bias.zero_()
         # A bound method, not a lambda: deepcopy then rebinds the hook to the copied wrapper.
         base.get_submodule(self.block).register_forward_hook(self._adapt_middle)
-        self.middle_block, self.classifier = base.middle_block, base.classifier
-        self.block_channels = base.block_channels
 
     def _adapt_middle(self, _module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         return self.mid_adapter(output)
@@ -61,7 +57,8 @@ class IdentityAdapters(nn.Module):
         return self.head_adapter(self.base(x))
 
     def spec(self) -> dict:
-        return {"type": "identity_adapters", "block": self.block}
+        return {"type": "identity_adapters", "block": self.block, "channels": self.mid_adapter.in_channels,
+                "num_classes": self.head_adapter.in_features}
 
 
 class LogitMask(nn.Module):
@@ -76,8 +73,6 @@ class LogitMask(nn.Module):
         mask = torch.zeros(num_classes, dtype=torch.bool)
         mask[list(forget)] = True
         self.register_buffer("forget_mask", mask)
-        self.middle_block, self.classifier = base.middle_block, base.classifier
-        self.block_channels = base.block_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.base(x)
@@ -87,22 +82,25 @@ class LogitMask(nn.Module):
         return {"type": "logit_mask", "forget": torch.nonzero(self.forget_mask).flatten().tolist()}
 
 
-def _num_classes(model: nn.Module) -> int:
-    return model.get_submodule(model.classifier).out_features
+def _identity_adapters(model: nn.Module, spec: dict, num_classes: int) -> IdentityAdapters:
+    """From a spec; sidecars written before specs recorded the sizes name a fastforget model's middle block."""
+    block = spec.get("block") or model.middle_block
+    channels = spec.get("channels") or model.block_channels[block]
+    return IdentityAdapters(model, block, channels, spec.get("num_classes", num_classes))
 
 
-WRAPPERS: dict[str, Callable[[nn.Module, dict], nn.Module]] = {
-    "identity_adapters": lambda model, spec: IdentityAdapters(model, spec.get("block")),
-    "logit_mask": lambda model, spec: LogitMask(model, spec["forget"], _num_classes(model)),
+WRAPPERS: dict[str, Callable[[nn.Module, dict, int], nn.Module]] = {
+    "identity_adapters": _identity_adapters,
+    "logit_mask": lambda model, spec, num_classes: LogitMask(model, spec["forget"], num_classes),
 }
 
 
-def apply_wrappers(model: nn.Module, specs: Sequence[dict]) -> nn.Module:
-    """Re-apply the wrappers recorded in a sidecar, innermost first."""
+def apply_wrappers(model: nn.Module, specs: Sequence[dict], num_classes: int) -> nn.Module:
+    """Re-apply the wrappers recorded in a sidecar, innermost first, around a model with `num_classes` outputs."""
     for spec in specs:
         if spec.get("type") not in WRAPPERS:
             raise ValueError(f"unknown model wrapper {spec.get('type')!r}; known: {sorted(WRAPPERS)}")
-        model = WRAPPERS[spec["type"]](model, spec)
+        model = WRAPPERS[spec["type"]](model, spec, num_classes)
     return model
 
 

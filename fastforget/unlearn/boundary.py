@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastforget.models.contract import classifier_name
 from fastforget.train import Batch, LossFn
 from fastforget.unlearn.common import finetune, finetune_defaults
 from fastforget.unlearn.registry import UnlearnContext, register
@@ -44,7 +45,7 @@ def boundary_shrink_loss(original: nn.Module, bound: float) -> LossFn:
 
 
 @register("bu", summary="boundary shrinking: fine-tune forget samples towards the original's FGSM-neighbour label",
-          data="forget", defaults=finetune_defaults(epochs=10, lr=1e-5, weight_decay=0.0, bound=0.1,
+          data="forget", samples=True, defaults=finetune_defaults(epochs=10, lr=1e-5, weight_decay=0.0, bound=0.1,
                                                     freeze_bn=False))
 def boundary_shrink(ctx: UnlearnContext, hp: dict) -> nn.Module:
     model = ctx.copy_original()
@@ -79,17 +80,19 @@ def shadow_class_loss(shadow: int) -> LossFn:
 
 
 @register("bu-expand", summary="boundary expanding: train forget samples into a shadow class, then prune it",
-          data="forget", defaults=finetune_defaults(epochs=10, lr=1e-5, weight_decay=0.0, freeze_bn=False))
+          data="forget", samples=True,
+          defaults=finetune_defaults(epochs=10, lr=1e-5, weight_decay=0.0, freeze_bn=False))
 def boundary_expand(ctx: UnlearnContext, hp: dict) -> nn.Module:
     model = ctx.copy_original()
-    head: nn.Linear = model.get_submodule(model.classifier)
+    classifier = classifier_name(model, ctx.num_classes)
+    head: nn.Linear = model.get_submodule(classifier)
     wide = _widened(head)
-    _replace_submodule(model, model.classifier, wide)
+    _replace_submodule(model, classifier, wide)
     finetune(ctx, model, shadow_class_loss(head.out_features), ctx.splits.train_f, hp,
              freeze_bn=hp["freeze_bn"], desc="bu-expand")
     with torch.no_grad():  # prune the shadow output: the trained rows go back into the original-sized head
         head.weight.copy_(wide.weight[:head.out_features])
         if head.bias is not None:
             head.bias.copy_(wide.bias[:head.out_features])
-    _replace_submodule(model, model.classifier, head)
+    _replace_submodule(model, classifier, head)
     return model

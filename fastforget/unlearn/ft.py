@@ -16,7 +16,7 @@ def cross_entropy_loss(model: nn.Module, batch: Batch, _progress: float) -> tupl
     return F.cross_entropy(logits, batch.labels), logits
 
 
-@register("ft", summary="fine-tune on cross-entropy over the retained training data", data="retain",
+@register("ft", summary="fine-tune on cross-entropy over the retained training data", data="retain", samples=True,
           defaults=finetune_defaults(epochs=20, lr=0.01))
 def ft(ctx: UnlearnContext, hp: dict) -> nn.Module:
     model = ctx.copy_original()

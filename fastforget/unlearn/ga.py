@@ -20,7 +20,7 @@ def negative_cross_entropy(model: nn.Module, batch: Batch, _progress: float) -> 
     return -F.cross_entropy(logits, batch.labels), logits
 
 
-@register("ga", summary="gradient ascent: maximise cross-entropy on the forget samples", data="forget",
+@register("ga", summary="gradient ascent: maximise cross-entropy on the forget samples", data="forget", samples=True,
           defaults=finetune_defaults(epochs=20, lr=1e-4, freeze_bn=False))
 def ga(ctx: UnlearnContext, hp: dict) -> nn.Module:
     model = ctx.copy_original()

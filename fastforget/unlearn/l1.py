@@ -28,7 +28,7 @@ def l1_sparse_loss(alpha: float) -> LossFn:
     return loss
 
 
-@register("l1", summary="cross-entropy on D_r plus an l1 penalty decaying linearly to 0", data="retain",
+@register("l1", summary="cross-entropy on D_r plus an l1 penalty decaying linearly to 0", data="retain", samples=True,
           defaults=finetune_defaults(epochs=20, lr=0.01, alpha=5e-4))
 def l1_sparse(ctx: UnlearnContext, hp: dict) -> nn.Module:
     model = ctx.copy_original()

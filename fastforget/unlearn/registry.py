@@ -38,10 +38,16 @@ class UnlearnContext:
     cfg: Config
     device: torch.device
     seed: int = 0
+    forget_samples: torch.Tensor | None = None  # training positions to forget, instead of whole classes
     splits: ForgetSplits = field(init=False)
 
     def __post_init__(self) -> None:
-        self.splits = ForgetSplits.from_labels(self.dataset.train_labels, self.dataset.test_labels, self.forget)
+        if self.forget_samples is None:
+            self.splits = ForgetSplits.from_labels(self.dataset.train_labels, self.dataset.test_labels, self.forget)
+        else:
+            self.forget_samples = sample_positions(self.forget_samples, len(self.dataset.train_labels))
+            self.splits = ForgetSplits.from_samples(self.forget_samples, len(self.dataset.train_labels),
+                                                    len(self.dataset.test_labels))
         self.original = self.original.to(self.device).eval()
         # one copy of the uint8 training images on the device, shared by every loader the method builds
         self.train_images = self.dataset.train_images.to(self.device)
@@ -79,16 +85,37 @@ class Method:
     summary: str
     defaults: dict[str, Any]
     data: str  # which data the method touches: "forget", "retain", "both", "none"
+    samples: bool = False  # forgets any set of training samples, not only whole classes
+
+
+def sample_positions(forget_samples: Any, size: int) -> torch.Tensor:
+    """Training positions to forget, from indices or a boolean mask over the training split: sorted, unique."""
+    given = torch.as_tensor(forget_samples)
+    if given.dtype == torch.bool:
+        if given.shape != (size,):
+            raise ConfigError(f"a forget mask needs one entry per training sample ({size}), not {tuple(given.shape)}")
+        given = torch.nonzero(given).flatten()
+    if given.is_floating_point() or given.dim() != 1:
+        raise ConfigError("forget_indices must be training-sample indices (integers) or a boolean mask")
+    positions = torch.unique(given.long().cpu())
+    if len(positions) == 0 or len(positions) >= size:
+        raise ConfigError(f"forget_indices names {len(positions)} of the {size} training samples: name some, not all")
+    if positions[0] < 0 or positions[-1] >= size:
+        raise ConfigError(f"forget_indices has indices outside the training split 0..{size - 1}")
+    return positions
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, *, summary: str, data: str, defaults: Mapping[str, Any]) -> Callable[[MethodFn], MethodFn]:
+def register(name: str, *, summary: str, data: str, defaults: Mapping[str, Any],
+             samples: bool = False) -> Callable[[MethodFn], MethodFn]:
+    """`samples`: the method only uses the forget and retain splits, so it can forget any set of samples."""
     def decorate(fn: MethodFn) -> MethodFn:
         if name in METHODS:
             raise ValueError(f"method {name!r} registered twice")
-        METHODS[name] = Method(name=name, fn=fn, summary=summary, defaults=dict(defaults), data=data)
+        METHODS[name] = Method(name=name, fn=fn, summary=summary, defaults=dict(defaults), data=data,
+                               samples=samples)
         return fn
     return decorate
 
@@ -166,12 +193,15 @@ def _check_module_names(model: nn.Module, method: str, hp: Mapping[str, Any]) ->
 
 @dataclass
 class UnlearnResult:
+    """The unlearned model and how it was made; `api.unlearn` adds `meta`, its sidecar (accuracies included)."""
+
     model: nn.Module
     method: str
     hyperparameters: dict[str, Any]
     wall_seconds: float
     peak_memory_bytes: int
     memory_kind: str
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def run_method(name: str, ctx: UnlearnContext, overrides: Mapping[str, Any] | None = None) -> UnlearnResult:
@@ -180,6 +210,10 @@ def run_method(name: str, ctx: UnlearnContext, overrides: Mapping[str, Any] | No
     One-time process costs (the optimiser's first import of torch._dynamo) are paid before the timer starts.
     """
     method = get_method(name)
+    if ctx.forget_samples is not None and not method.samples:
+        able = ", ".join(sorted(m for m, spec in METHODS.items() if spec.samples))
+        raise ConfigError(f"{name} forgets whole classes (it works on the forget classes' outputs), not a set of "
+                          f"samples; sample-level forgetting works with {able}")
     hp = merge_hyperparameters(method, ctx.cfg.method_overrides(name), overrides or {})
     _check_module_names(ctx.original, name, hp)
     prepare_process()

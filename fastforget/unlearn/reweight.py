@@ -22,9 +22,11 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-import kernels
+from fastforget import kernels
 from fastforget.data import Augment, config_augment
+from fastforget.errors import ModelContractError
 from fastforget.inference import predict_logits
+from fastforget.models.contract import children_listing
 from fastforget.train import Batch, compiled
 from fastforget.unlearn.common import finetune
 from fastforget.unlearn.registry import UnlearnContext
@@ -80,7 +82,7 @@ class FromStage(nn.Module):
 
 def frozen_stages(model: nn.Module, params: Sequence[nn.Parameter]) -> int:
     """How many leading stages of `model` hold none of the trained `params` (0 for a model without stages)."""
-    if not hasattr(model, "stage_modules"):
+    if not getattr(model, "stages", ()):
         return 0
     trained = {id(p) for p in params}
     count = 0
@@ -170,10 +172,10 @@ def reweight_finetune(ctx: UnlearnContext, model: nn.Module, hp: dict, *,
         else ctx.loader(ctx.splits.train_f, hp["batch_size"], augment=hp["augment"])
     # built once (forget mask cached, no per-step sync); it also rejects an unknown `reassign`
     if mixing:
-        objective = _mixed_loss(kernels.ReweightedCrossEntropyLoss(ctx.forget, hp["reassign"], reduction="sum"),
-                                data.retain_size)
+        objective = _mixed_loss(kernels.ReweightedCrossEntropyLoss(ctx.forget, hp["reassign"], reduction="sum",
+                                                                   teacher_is_probs=False), data.retain_size)
     else:
-        objective = kernels.ReweightedCrossEntropyLoss(ctx.forget, hp["reassign"])
+        objective = kernels.ReweightedCrossEntropyLoss(ctx.forget, hp["reassign"], teacher_is_probs=False)
     shared = frozen_stages(model, params) if hp["freeze_bn"] else 0
     teacher = Teacher(ctx.original, device=ctx.device, shared=shared)
     shared = teacher.shared
@@ -203,9 +205,10 @@ def reweight_finetune(ctx: UnlearnContext, model: nn.Module, hp: dict, *,
 
 
 def block_parameters(model: nn.Module, blocks: Sequence[str]) -> list[nn.Parameter]:
-    """The parameters of the named sub-blocks, with a clear error for a name the model does not have."""
-    names = dict(model.named_children())
+    """The parameters of the named (dotted) modules, each once, with a clear error for a name the model lacks."""
+    names = dict(model.named_modules())
     missing = [b for b in blocks if b not in names]
     if missing:
-        raise ValueError(f"{type(model).__name__} has no block(s) {missing}; its blocks are {list(names)}")
-    return [p for b in blocks for p in names[b].parameters()]
+        raise ModelContractError(f"{type(model).__name__} has no block(s) {missing}; its top-level children: "
+                                 f"{children_listing(model)}")
+    return list({id(p): p for b in blocks for p in names[b].parameters()}.values())

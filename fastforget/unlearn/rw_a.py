@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from fastforget.models import IdentityAdapters
+from fastforget.models.contract import middle_block, output_channels
 from fastforget.unlearn.common import RWFT_DEFAULTS
 from fastforget.unlearn.registry import UnlearnContext, register
 from fastforget.unlearn.reweight import reweight_finetune
@@ -13,5 +14,9 @@ from fastforget.unlearn.reweight import reweight_finetune
 @register("rw-a", summary="reweighted training of two added identity-initialised layers; original weights frozen",
           data="forget", defaults={**RWFT_DEFAULTS, "block": None})
 def rw_a(ctx: UnlearnContext, hp: dict) -> nn.Module:
-    model = IdentityAdapters(ctx.copy_original(), hp["block"]).to(ctx.device)
+    """`block` names the module the 1x1 adapter follows; by default the model contract's middle block."""
+    base = ctx.copy_original()
+    block = hp["block"] or middle_block(base, method="rw-a")[-1]
+    channels = output_channels(base, block, tuple(ctx.dataset.train_images.shape[1:]))
+    model = IdentityAdapters(base, block, channels, ctx.num_classes).to(ctx.device)
     return reweight_finetune(ctx, model, hp, params=model.adapter_parameters(), desc="rw-a")

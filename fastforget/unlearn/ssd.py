@@ -39,7 +39,7 @@ def dampen(params: list[nn.Parameter], importance_d: list[torch.Tensor], importa
 
 
 @register("ssd", summary="selective synaptic dampening: shrink weights far more important to D_f than to D",
-          data="both", defaults={"alpha": 10.0, "lambda": 1.0, "batch_size": 128, "d_samples": 0})
+          data="both", samples=True, defaults={"alpha": 10.0, "lambda": 1.0, "batch_size": 128, "d_samples": 0})
 def ssd(ctx: UnlearnContext, hp: dict) -> nn.Module:
     model = ctx.copy_original().eval()
     everything = torch.arange(len(ctx.dataset.train_labels))

@@ -96,7 +96,7 @@ def sample_indices(ctx: UnlearnContext, samples_per_class: int, forget_samples: 
 
 
 @register("svd", summary="gradient-free: project out the input directions only the forget data uses, per layer",
-          data="both", defaults={"alpha_r": 100.0, "alpha_f": 3.0, "samples_per_class": 100,
+          data="both", samples=True, defaults={"alpha_r": 100.0, "alpha_f": 3.0, "samples_per_class": 100,
                                  "forget_samples": 900, "batch_size": 64})
 def svd_unlearn(ctx: UnlearnContext, hp: dict) -> nn.Module:
     model = ctx.copy_original().eval()
