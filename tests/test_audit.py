@@ -156,7 +156,9 @@ def test_weight_change_sees_through_wrappers_and_counts_every_changed_tensor():
     assert weight_change(copy.deepcopy(original), original).all_identical
     masked = weight_change(LogitMask(copy.deepcopy(original), [3], 10), original)
     assert masked.all_identical and masked.missing == 0
-    adapted = weight_change(IdentityAdapters(copy.deepcopy(original)), original)
+    block = original.middle_block
+    adapted = weight_change(IdentityAdapters(copy.deepcopy(original), block, original.block_channels[block], 10),
+                            original)
     assert adapted.all_identical and adapted.extra == 4  # two adapters, weight and bias each
     changed = copy.deepcopy(original)
     with torch.no_grad():
