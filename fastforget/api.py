@@ -8,7 +8,7 @@ tensors (with `test_data`). They return result objects: `UnlearnResult` (`.model
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from fastforget.config import Config, check_setting, load_config
 from fastforget.data import DATASET_NAMES, ImageDataset, data_fingerprint, resolve_classes
 from fastforget.data.sources import cache_dir
 from fastforget.data.user import DataLike, as_image_dataset
-from fastforget.errors import ConfigError
+from fastforget.errors import ConfigError, OutputError
 from fastforget.evaluate import (
     AttackSetup,
     Replay,
@@ -43,7 +43,7 @@ from fastforget.evaluate import (
 from fastforget.evaluate import evaluate as compute_metrics
 from fastforget.inference import predict_logits
 from fastforget.io import check_output_dir, check_output_file, write_json
-from fastforget.metrics.registry import EvalOptions
+from fastforget.metrics.registry import METRICS, EvalOptions
 from fastforget.models import build_model
 from fastforget.runtime import environment, resolve_device
 from fastforget.train import TrainedModel, train_model
@@ -360,6 +360,63 @@ def _shown_model(model: ModelLike | None) -> str | None:
     if model is None:
         return None
     return type(model).__name__ if isinstance(model, nn.Module) else str(model)
+
+
+def audit(checkpoint: str | Path, *, original: str | Path, out: str | Path, retrained: Sequence[str | Path] = (),
+          forget: Sequence[str | int] = (), config: str | Path | None = None, metrics: Sequence[str] | None = None,
+          options: dict[str, Any] | None = None, probe: dict[str, int] | None = None, overwrite: bool = False,
+          echo: Callable[[str], None] | None = None) -> dict:
+    """Audit one checkpoint against retraining: every registered metric (default: all of them, U-LIRA and RMIA
+    included) as a test with its threshold, plus the white-box checks; writes `out`/audit.json, audit.md and
+    audit.html and returns the report (its "exit_code" is 1 when a test of the forget class leaks).
+
+    Without `retrained`, two retrained references are trained (cached under the evaluation cache folder, like
+    U-LIRA's shadows and RMIA's references); `echo` receives the up-front estimate and the progress lines.
+    `options`: evaluation options and metric settings as for `evaluate`; `probe`: `shots`, `draws`, `retained`.
+    """
+    from fastforget.audit import FILES, Model, reference_seeds, run_audit, write_reports
+
+    out = check_output_dir(out)
+    existing = [name for name in FILES if (out / name).exists()]
+    if existing and not overwrite:
+        raise OutputError(f"--out {out} already holds {', '.join(existing)}: pass --overwrite to replace them")
+    _distinct_models(retrained, "--retrained")
+    digest = file_sha256(resolve_checkpoint(checkpoint)[0])
+    if any(file_sha256(resolve_checkpoint(path)[0]) == digest for path in retrained):
+        raise ConfigError(f"--checkpoint {checkpoint} is also given as --retrained: the audited model would be its "
+                          "own yardstick; give retrained models of other seeds, or leave --retrained out to train them")
+    model, meta, dataset, cfg = prepare(checkpoint, config=config)
+    role = model_role(meta)
+    forget_ids = resolve_classes(list(forget) or meta.get("forget") or meta.get("excluded", []), dataset.classes)
+    if not forget_ids:
+        raise ConfigError(f"{checkpoint} records no forget classes (an original model?): name them with --forget")
+    opts = EvalOptions.from_dict({**(options or {}), "metrics": tuple(metrics) if metrics else tuple(METRICS)})
+    opts.cache_dir = opts.cache_dir or cache_dir()
+    if opts.train_samples:
+        raise ConfigError("an audit runs on the whole splits: leave train_samples out")
+    original_model, original_meta = _related(original, meta, "original", dataset, None)
+    loaded = []
+    for given in retrained:
+        r_model, r_meta = _related(given, meta, "retrained", dataset, None)
+        if sorted(r_meta.get("excluded", [])) != sorted(forget_ids):
+            raise ConfigError(f"retrained model {given} excluded classes {r_meta.get('excluded_names')} but this "
+                              f"audit forgets {[dataset.classes[i] for i in forget_ids]}: retrain without exactly "
+                              "the forget classes (fastforget train --exclude ...)")
+        loaded.append((Path(given), r_model, r_meta))
+    if loaded and role != "retrain":
+        loaded = _same_seed_first(loaded, meta.get("seed"), dataset.classes, forget_ids)
+    device = resolve_device(cfg.train.device)
+    hyperparameters = meta.get("hyperparameters", {})
+    report = run_audit(
+        Model("audited", model, meta, Path(checkpoint)), Model("original", original_model, original_meta,
+                                                                Path(original)),
+        [Model("retrained", m, r_meta, path) for path, m, r_meta in loaded],
+        cfg=cfg, dataset=dataset, forget=forget_ids, method=role, options=opts,
+        replay=method_replay(role, hyperparameters, cfg, dataset, forget_ids, device),
+        retrained_seeds=reference_seeds(meta.get("seed", 0), role == "retrain"), device=device, probe=probe,
+        echo=echo or (lambda line: None))
+    report["files"] = [str(path) for path in write_reports(out, report)]
+    return report
 
 
 def bench(config: str | Path, *, out: str | Path, methods: Sequence[str] | None = None,

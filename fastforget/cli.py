@@ -291,6 +291,38 @@ def eval_(
 
 
 @app.command()
+def audit(
+    checkpoint: Annotated[Path, typer.Option(help="the model to audit: run folder or .safetensors")],
+    original: Annotated[Path, typer.Option(help="the original model it was unlearned from")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for audit.json, audit.md, audit.html")],
+    retrained: Annotated[list[Path] | None, typer.Option(
+        help="retrained model(s), one with the audited model's seed (default: two are trained and cached)")] = None,
+    forget: Annotated[list[str] | None, typer.Option(help="forget classes (default: from the sidecar)")] = None,
+    config: ConfigOpt = None,
+    metrics: Annotated[str | None, typer.Option(help=f"comma list of {','.join(METRICS)} (default: all)")] = None,
+    shadows: Annotated[int, typer.Option(min=1, help="U-LIRA shadow pairs")] = SETTINGS["shadows"],
+    reference_models: Annotated[int, typer.Option(min=2, help="RMIA reference models")] = SETTINGS["reference_models"],
+    eval_seed: Annotated[int, typer.Option(min=0, help="the evaluation seed (subsamples, bootstrap, probe)")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace the audit files in --out")] = False,
+) -> None:
+    """Is the class gone? Every metric as a test against retraining, plus white-box checks; exit 0 when every
+    informative test passes, 1 when one leaks, 2 on a usage error.
+
+    Example: fastforget audit --checkpoint runs/rwft --original runs/orig --out runs/audit
+    """
+    options = {"seed": eval_seed, "shadows": shadows, "reference_models": reference_models}
+    report = api.audit(checkpoint, original=original, out=out, retrained=retrained or [], forget=_split(forget),
+                       config=config, metrics=_split([metrics]) if metrics else None, options=options,
+                       overwrite=overwrite, echo=lambda line: typer.echo(line, err=True))
+    for test in report["tests"]:
+        typer.echo(f"  {test['label']:<38} {test['verdict']}")
+    for metric, reason in [*report["skipped"].items(), *report["untested"].items()]:
+        typer.echo(f"not tested {metric}: {reason}")
+    typer.echo(f"{report['question']} {report['answer']} -> {out / 'audit.html'}")
+    raise typer.Exit(report["exit_code"])
+
+
+@app.command()
 def bench(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for results.jsonl, tables, figures, report.md")],
     config: ConfigOpt = "digits",

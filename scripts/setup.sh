@@ -7,15 +7,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(g++ pkg-config libturbojpeg0-dev libopencv-dev)
+# Headless Chromium renders audit.html in the tests (tests/test_audit.py), without its recommended desktop
+# packages: on Debian 12, after the packages above, 9 packages, 113 MB downloaded, 475 MB on disk, 42 s to install.
+BROWSER_PACKAGES=(chromium fonts-dejavu-core)
+apt_install() {  # apt_install [--no-install-recommends] PACKAGE...: only when one is missing
+    local packages=("$@")
+    [ "${1:-}" = "--no-install-recommends" ] && packages=("${@:2}")
+    dpkg -s "${packages[@]}" >/dev/null 2>&1 && return 0
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
 if command -v apt-get >/dev/null 2>&1; then
-    if ! dpkg -s "${APT_PACKAGES[@]}" >/dev/null 2>&1; then
-        if [ "$(id -u)" -eq 0 ]; then
-            apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT_PACKAGES[@]}" >/dev/null
-        else
-            sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT_PACKAGES[@]}"
-        fi
-    fi
+    apt_install "${APT_PACKAGES[@]}"
+    apt_install --no-install-recommends "${BROWSER_PACKAGES[@]}"
     EXTRAS="test,ray,timm,tensorboard,ffcv"
 else
     echo "setup: no apt-get here; FFCV is skipped (install pkg-config, libturbojpeg and OpenCV headers by hand," \

@@ -68,8 +68,8 @@ def accuracy(probs: ArrayLike, labels: ArrayLike, forget: int | Iterable[int], *
 
 @register("accuracy", summary="ACC_r and ACC_f in %, on the test and the training split",
           table="table2_accuracy_mia", title="Table 2 form: accuracy and MIA",
-          columns=[Column("acc_r_test", "ACC_r", "higher"), Column("acc_f_test", "ACC_f", "lower"),
-                   Column("acc_r_train", "ACC_r train", "higher", in_table=False),
+          columns=[Column("acc_r_test", "ACC_r", "higher", audit="retain"), Column("acc_f_test", "ACC_f", "lower"),
+                   Column("acc_r_train", "ACC_r train", "higher", in_table=False, audit="retain"),
                    Column("acc_f_train", "ACC_f train", "lower", in_table=False)])
 def compute_accuracy(ctx: EvalContext) -> dict:
     results: dict = {}

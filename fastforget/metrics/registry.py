@@ -35,6 +35,7 @@ NEEDS: dict[str, str] = {
     "references": "needs reference models: the config to train them (a checkpoint's sidecar records it)",
 }
 Better = Literal["higher", "lower", "50", "0.5", "none"]
+AuditRole = Literal["forget", "retain", "none"]
 ARROWS: dict[str, str] = {"higher": "↑", "lower": "↓", "50": "→50", "0.5": "→0.5", "none": ""}
 NOT_METRICS = ("registry", "intervals", "plots")  # modules of this package that register nothing
 
@@ -59,6 +60,11 @@ class Column:
     in_table: bool = True  # False: reported by `eval` and in JSON, not a benchmark-table column
     informative: str | None = None  # a bool result key; False marks the value as uninformative
     evidence: str | None = None  # a result key shown beside that mark (the attack's own AUC)
+    # What `fastforget audit` tests with this value (its rule follows from `better`, see fastforget.audit.verdicts):
+    # that class f is gone ("forget": a failure is a leak), that the retained classes are kept ("retain": a
+    # failure is a shortfall), or nothing ("none": a yardstick, such as a floor, reported beside the tests).
+    audit: AuditRole = "forget"
+    floor: str | None = None  # a result key with this value's retrained-vs-retrained floor: the audit's yardstick
 
     @property
     def label(self) -> str:

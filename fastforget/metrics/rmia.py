@@ -189,8 +189,10 @@ def rmia(target_x: ArrayLike, labels_x: ArrayLike, members_x: ArrayLike, referen
 @register("rmia", summary="RMIA AUC of training vs unseen samples, forget and retained classes, with TPR at 1% "
                           "FPR; reference models on random halves, offline, a tuned on them",
           needs=("references",), default=False, table="rmia", title="RMIA",
-          columns=[Column("rmia_auc_f", "RMIA AUC f", "0.5", decimals=3),
-                   Column("rmia_tpr_at_1pct_fpr_f", "TPR@1%FPR f", "lower", decimals=3),
+          columns=[Column("rmia_auc_f", "RMIA AUC f", "0.5", decimals=3, informative="rmia_informative",
+                          evidence="rmia_auc_r"),
+                   Column("rmia_tpr_at_1pct_fpr_f", "TPR@1%FPR f", "lower", decimals=3,
+                          informative="rmia_informative", evidence="rmia_auc_r", audit="none"),  # no interval
                    Column("rmia_auc_r", "RMIA AUC r", "none", decimals=3),
                    Column("rmia_tpr_at_1pct_fpr_r", "TPR@1%FPR r", "none", decimals=3)],
           settings={"reference_models": REFERENCE_MODELS, "rmia_a": None})
@@ -214,4 +216,8 @@ def compute_rmia(ctx: EvalContext) -> dict:
     for side, separation in (("f", result.forget), ("r", result.retain)):
         results |= {f"rmia_auc_{side}": separation.auc, f"rmia_auc_{side}_ci": separation.auc_ci,
                     f"rmia_tpr_at_1pct_fpr_{side}": separation.tpr_at_1pct_fpr}
+    # The retained classes' training samples were members of the target: an attack that cannot tell them from the
+    # unseen ones (AUC interval reaching 0.5) says nothing about the forget class either.
+    retain_ci = results["rmia_auc_r_ci"]
+    results["rmia_informative"] = bool(retain_ci is not None and retain_ci[0] > 0.5)
     return results

@@ -142,12 +142,13 @@ def _forget_logits(outputs, ctx: EvalContext, split: str) -> torch.Tensor:
 @register("utv", summary="mean TV distance to the retrained model on forget samples, with the floor between "
                          "retrained seeds and, for RWFT methods, the target's own",
           needs=("retrained",), table="table4_utv", title="Table 4 form: UTV",
-          columns=[Column("utv_test", "UTV test", "lower", decimals=4),
-                   Column("utv_floor_test", "UTV floor test", "lower", decimals=4),
-                   Column("utv_target_test", "target UTV test", "lower", decimals=4),
-                   Column("utv_train", "UTV train", "lower", decimals=4),
-                   Column("utv_floor_train", "UTV floor train", "lower", decimals=4, in_table=False),
-                   Column("utv_target_train", "target UTV train", "lower", decimals=4, in_table=False)])
+          columns=[Column("utv_test", "UTV test", "lower", decimals=4, floor="utv_floor_test"),
+                   Column("utv_floor_test", "UTV floor test", "lower", decimals=4, audit="none"),
+                   Column("utv_target_test", "target UTV test", "lower", decimals=4, audit="none"),
+                   Column("utv_train", "UTV train", "lower", decimals=4, floor="utv_floor_train"),
+                   Column("utv_floor_train", "UTV floor train", "lower", decimals=4, in_table=False, audit="none"),
+                   Column("utv_target_train", "target UTV train", "lower", decimals=4, in_table=False,
+                          audit="none")])
 def compute_utv(ctx: EvalContext) -> dict:
     results: dict = {}
     reassign = ctx.hyperparameters.get("reassign")  # the RWFT family names the rule its target follows
