@@ -102,6 +102,19 @@ def train_shadow(spec: ShadowSpec, cfg: Config, dataset: ImageDataset) -> nn.Mod
                        out_dir=spec.folder, desc=f"shadow {spec.folder.name}").model.eval()
 
 
+def load_cached(spec: ShadowSpec) -> nn.Module | None:
+    """The cached model of `spec`, or None where it is missing, does not fit, or is corrupt (it is then retrained
+    and overwritten atomically)."""
+    if not spec.fits():
+        return None
+    try:
+        model = load_checkpoint(spec.folder)[0]
+    except CheckpointError:
+        return None
+    log.debug("model from the cache: %s", spec.folder)
+    return model
+
+
 def shadow_models(cfg: Config, dataset: ImageDataset, *, kind: str, count: int, cache_dir: str | Path,
                   forget: Sequence[int] = (), train_missing: bool = True) -> list[nn.Module]:
     """`count` models of one kind (see `shadow_specs`), from the cache, trained first where missing unless
@@ -109,13 +122,10 @@ def shadow_models(cfg: Config, dataset: ImageDataset, *, kind: str, count: int, 
     models = []
     specs = shadow_specs(cfg, dataset, kind=kind, count=count, cache_dir=cache_dir, forget=forget)
     for spec in tqdm(specs, desc=f"shadow {kind}", disable=not progress_enabled(), leave=False):
-        if spec.fits():
-            try:
-                models.append(load_checkpoint(spec.folder)[0])
-                log.debug("shadow model from the cache: %s", spec.folder)
-                continue
-            except CheckpointError:
-                pass  # a corrupt cache entry is retrained below and overwritten atomically
+        cached = load_cached(spec)
+        if cached is not None:
+            models.append(cached)
+            continue
         if not train_missing:
             raise CheckpointError(f"shadow model {spec.folder} is missing or does not fit: its training task has "
                                   "not run or failed; rerun the benchmark to train it")

@@ -16,12 +16,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fastforget.checkpoint import load_checkpoint, read_sidecar
+from fastforget.checkpoint import read_sidecar
 from fastforget.config import Config
 from fastforget.data import ImageDataset
-from fastforget.errors import CheckpointError
 from fastforget.metrics.registry import METRICS
-from fastforget.shadows import ShadowSpec, recipe_key, shadow_specs
+from fastforget.shadows import ShadowSpec, load_cached, recipe_key, shadow_specs
 from fastforget.train import train_model
 
 RETRAINED_REFERENCES = 2
@@ -129,12 +128,7 @@ def retrained_references(cfg: Config, dataset: ImageDataset, forget: Sequence[in
     references = []
     for seed in seeds:
         folder = retrained_folder(cfg, dataset, forget, seed, cache_dir)
-        model = None
-        if ShadowSpec(folder, "retrained", 0, seed, tuple(sorted(forget))).fits():
-            try:
-                model = load_checkpoint(folder)[0]
-            except CheckpointError:
-                pass  # a corrupt cache entry is retrained and overwritten atomically
+        model = load_cached(ShadowSpec(folder, "retrained", 0, seed, tuple(sorted(forget))))
         if model is None:
             model = train_model(cfg, exclude=list(forget), seed=seed, dataset=dataset, out_dir=folder,
                                 desc=f"audit retrained s{seed}").model.eval()

@@ -23,6 +23,7 @@ from fastforget.data import ImageDataset
 from fastforget.errors import ConfigError
 from fastforget.inference import predict_logits
 from fastforget.metrics.intervals import Interval, bootstrap_mean
+from fastforget.models.contract import classifier_name
 
 # Labelled forget samples per forget class the attacker holds. Few, because with many even a retrained model's
 # features separate the class (digits, forgetting 3, probe ACC_f original / two retrained seeds: 1 shot 81 / 39, 21;
@@ -33,17 +34,9 @@ PROBE_RETAINED = 2000  # retained-class training samples the probe is fitted on 
 
 
 def classifier_layer(model: nn.Module) -> nn.Module:
-    """The layer whose input is the penultimate feature: `model.classifier` names it on fastforget models, and
-    wrappers (RW-mask, RW-A) keep their base model under `base`. The one place to switch to a resolver for
-    models of other kinds."""
-    inner = model
-    while isinstance(getattr(inner, "base", None), nn.Module):
-        inner = inner.base
-    name = getattr(inner, "classifier", None)
-    if not isinstance(name, str):
-        raise TypeError(f"{type(inner).__name__} names no classifier layer (model.classifier): the probe needs the "
-                        "penultimate features")
-    return inner.get_submodule(name)
+    """The layer whose input is the penultimate feature, found by the model contract's resolver (through
+    fastforget's wrappers, for any model the methods can take)."""
+    return model.get_submodule(classifier_name(model))
 
 
 def penultimate_features(model: nn.Module, images: torch.Tensor, dataset: ImageDataset,
