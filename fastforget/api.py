@@ -27,7 +27,7 @@ from fastforget.checkpoint import (
     save_checkpoint,
 )
 from fastforget.config import Config, check_setting, load_config
-from fastforget.data import DATASET_NAMES, ImageDataset, data_fingerprint, resolve_classes
+from fastforget.data import DATASET_NAMES, ImageDataset, data_fingerprint, dataset_options, resolve_classes
 from fastforget.data.sources import cache_dir
 from fastforget.data.user import DataLike, as_image_dataset
 from fastforget.errors import ConfigError, OutputError
@@ -124,7 +124,7 @@ def prepare(model: ModelLike, data: DataLike | None = None, *, test_data: Any = 
         raise ConfigError(f"{source} comes without a fastforget sidecar, so name its data: data=NAME or a Dataset "
                           "(--data NAME on the command line)")
     dataset = as_image_dataset(sidecar["dataset"] if data is None else data, test_data, classes=classes,
-                               root=data_dir or cfg.data.get("root") or None)
+                               root=data_dir or cfg.data.get("root") or None, **dataset_options(cfg))
     if sidecar is not None:
         check_data(sidecar, dataset, source)
         return model.eval(), sidecar, dataset, cfg

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from fastforget.api import method_replay
 from fastforget.checkpoint import SIDECAR, check_data, load_checkpoint, save_checkpoint
 from fastforget.config import Config, Rule, check_value, did_you_mean, load_config
-from fastforget.data import ImageDataset, data_fingerprint, load_dataset, resolve_classes
+from fastforget.data import ImageDataset, config_dataset, data_fingerprint, dataset_options, resolve_classes
 from fastforget.data.sources import cache_dir
 from fastforget.engines import Engine, Failure, Task, execution_record
 from fastforget.engines.local import LocalEngine
@@ -116,7 +116,7 @@ def plan(config: str | Path, *, methods: Sequence[str] | None = None, forget: Se
            and m not in settings["variants"]]
     if bad:
         raise ConfigError(f"unknown method(s) {bad}; `fastforget unlearn --list` shows them")
-    dataset = load_dataset(cfg.data["name"], cfg.data.get("root") or None)
+    dataset = config_dataset(cfg)
     spec = list(forget) if forget else settings["forget"]
     if spec == "all":
         forget_sets = [[c] for c in range(dataset.num_classes)]
@@ -266,7 +266,7 @@ def _attack(ctx: GridContext) -> AttackSetup:
 
 
 def _data_key(cfg: Config) -> tuple:
-    return cfg.data["name"], cfg.data.get("root") or None
+    return cfg.data["name"], cfg.data.get("root") or None, tuple(sorted(dataset_options(cfg).items()))
 
 
 def grid_dataset(ctx: GridContext) -> ImageDataset:
@@ -274,7 +274,7 @@ def grid_dataset(ctx: GridContext) -> ImageDataset:
     sees other data would compute other numbers)."""
     key = _data_key(ctx.cfg)
     if key not in _DATASETS:
-        dataset = load_dataset(*key)
+        dataset = config_dataset(ctx.cfg)
         if data_fingerprint(dataset) != ctx.fingerprint:
             raise DataMismatchError(f"the {key[0]} data on {socket.gethostname()} differ from the data the grid was "
                                     "planned with: every node must read the same files (FASTFORGET_DATA)")

@@ -125,7 +125,9 @@ class DataSettings:
     root: str = setting("")
     crop_padding: int = setting(0, min=0)
     flip: bool = setting(False)
-    loader: str = setting("memory", choices=("memory", "ffcv"))
+    loader: str = setting("memory", choices=("memory", "ffcv", "stream"))  # stream: image folders left on disk
+    image_size: int = setting(0, min=0)  # image folders: resize to N x N on reading (shorter side, centre crop)
+    workers: int = setting(-1, min=-1)  # stream: decoding processes (-1: one per core but one, at most 8)
 
 
 @dataclass

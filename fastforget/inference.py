@@ -5,17 +5,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastforget.data import ImageDataset, InMemoryLoader
+from fastforget.data import ImageDataset, ordered_loader
+from fastforget.data.stream import StreamedImages
 from fastforget.runtime import autocast
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, dataset: ImageDataset, *, batch_size: int = 512,
-                   device: torch.device | None = None, amp: bool = False) -> torch.Tensor:
-    """Logits of `model` on uint8 images, in fp32 on the CPU, in the order given (eval mode, no augmentation)."""
+def predict_logits(model: nn.Module, images: torch.Tensor | StreamedImages, dataset: ImageDataset, *,
+                   batch_size: int = 512, device: torch.device | None = None, amp: bool = False) -> torch.Tensor:
+    """Logits of `model` on uint8 images (or streamed ones), in fp32 on the CPU, in the order given (eval mode, no
+    augmentation)."""
     device = device or next(model.parameters()).device
     labels = torch.zeros(len(images), dtype=torch.long)
-    loader = InMemoryLoader(images, labels, batch_size=batch_size, shuffle=False, mean=dataset.mean,
+    loader = ordered_loader(images, labels, batch_size=batch_size, shuffle=False, mean=dataset.mean,
                             std=dataset.std, device=device)
     was_training = model.training
     model.eval()

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from fastforget import curves, distributed
 from fastforget.checkpoint import save_checkpoint
 from fastforget.config import Config, TrainRecipe
-from fastforget.data import ImageDataset, data_fingerprint, load_dataset, make_train_loader, resolve_classes
+from fastforget.data import ImageDataset, config_dataset, data_fingerprint, make_train_loader, resolve_classes
 from fastforget.errors import ConfigError, TrainingDivergedError, UnknownClassError
 from fastforget.inference import accuracy, predict_logits
 from fastforget.models import build_model
@@ -348,7 +348,7 @@ def train_model(
     epochs = recipe.epochs if epochs is None else epochs
     device = resolve_device(recipe.device)
     seed_everything(seed)
-    dataset = dataset or load_dataset(cfg.data["name"], cfg.data.get("root") or None)
+    dataset = dataset or config_dataset(cfg)
     excluded = resolve_classes(list(exclude), dataset.classes)
     if len(excluded) >= dataset.num_classes:
         raise UnknownClassError(f"cannot exclude every class ({len(excluded)} of {dataset.num_classes}): nothing would "

@@ -101,7 +101,7 @@ TRAINED = {
     "rw-mask": {"resnet18": (), "plain": ()},
 }
 HYPERPARAMETERS = {"svd": {"samples_per_class": 4, "forget_samples": 8}, "ssd": {"batch_size": 32}}
-PLAIN_PARTS = {"rwft-2-o": {"blocks": ["body.2", "body.3", "head"]}, "rw-a": {"block": "body.4"}}
+PLAIN_PARTS = {"rwft-2-o": {"blocks": ["body.2", "body.3", "head"]}, "rw-a": {"adapter_after": "body.4"}}
 
 
 # The methods that need parts of the model (the contract), and retrain (which rebuilds the architecture). The

@@ -1,7 +1,9 @@
-"""From a config to a loader: the one place that reads `data.loader`, `data.crop_padding` and `data.flip`.
+"""From a config to data and loaders: the one place that reads `data.loader`, `data.crop_padding`, `data.flip`,
+`data.image_size` and `data.workers`.
 
 The recipe (originals, retrained, shadow models) and every unlearning method get their batches from
-`make_train_loader`, so `data.loader = "ffcv"` reaches all of them.
+`make_train_loader`, and inference its batches from `ordered_loader`, so `data.loader = "ffcv"` or `"stream"`
+reaches all of them.
 """
 
 from __future__ import annotations
@@ -17,11 +19,31 @@ from fastforget import distributed
 from fastforget.config import Config
 from fastforget.data.ffcv import ffcv_available, ffcv_loader, write_beton
 from fastforget.data.loaders import Augment, InMemoryLoader
-from fastforget.data.sources import ImageDataset, cache_dir
+from fastforget.data.sources import ImageDataset, cache_dir, load_dataset
+from fastforget.data.stream import StreamedImages, StreamLoader
 from fastforget.distributed import Shard
 from fastforget.errors import ConfigError
 
-LOADERS = ("memory", "ffcv")
+LOADERS = ("memory", "ffcv", "stream")
+
+
+def config_dataset(cfg: Config, root: str | Path | None = None) -> ImageDataset:
+    """The config's data set (`data.name`, `data.root` unless `root`), left on disk for `data.loader = "stream"`."""
+    return load_dataset(cfg.data["name"], root or cfg.data.get("root") or None, **dataset_options(cfg))
+
+
+def dataset_options(cfg: Config) -> dict:
+    """How `load_dataset` reads the config's data: streamed or not, resized or not."""
+    return {"stream": cfg.data.get("loader") == "stream", "image_size": cfg.data.get("image_size", 0)}
+
+
+def ordered_loader(images: torch.Tensor | StreamedImages, labels: torch.Tensor, *, workers: int = -1,
+                   **options) -> Iterable:
+    """The loader for `images`: in memory for tensors, streamed (`workers` decoding processes, -1: the default)
+    for `StreamedImages`; `options` are the loaders' common keywords."""
+    if isinstance(images, StreamedImages):
+        return StreamLoader(images, labels, workers=None if workers < 0 else workers, **options)
+    return InMemoryLoader(images, labels, **options)
 
 
 def config_augment(cfg: Config) -> Augment:
@@ -50,7 +72,7 @@ def make_train_loader(dataset: ImageDataset, cfg: Config, *, indices: torch.Tens
                       device: torch.device, seed: int, shuffle: bool = True, augment: bool = True,
                       drop_last: bool | None = None, images: torch.Tensor | None = None,
                       labels: torch.Tensor | None = None) -> Iterable:
-    """The config's loader (`data.loader`: memory or ffcv) over the training samples at `indices`.
+    """The config's loader (`data.loader`: memory, ffcv or stream) over the training samples at `indices`.
 
     `augment` off gives the plain normalised images; `drop_last` defaults to `shuffle` (a training pass drops
     its ragged last batch, an ordered pass keeps every sample). `images` and `labels` are the training split
@@ -64,7 +86,11 @@ def make_train_loader(dataset: ImageDataset, cfg: Config, *, indices: torch.Tens
     shard = distributed.shard() if shuffle else Shard()
     kind = cfg.data.get("loader", "memory")
     if kind not in LOADERS:
-        raise ConfigError(f"data.loader must be 'memory' or 'ffcv', not {kind!r}")
+        raise ConfigError(f"data.loader must be 'memory', 'ffcv' or 'stream', not {kind!r}")
+    images = dataset.train_images if images is None else images
+    if isinstance(images, StreamedImages):  # left on disk (data.loader = "stream", or a streamed Dataset)
+        return ordered_loader(images, dataset.train_labels if labels is None else labels, shard=shard,
+                              workers=cfg.data.get("workers", -1), **options)
     if kind == "ffcv":
         if ffcv_available():
             # FFCV shards by itself: each rank loads its part of the global batch
@@ -72,5 +98,4 @@ def make_train_loader(dataset: ImageDataset, cfg: Config, *, indices: torch.Tens
                                distributed=shard.world > 1)
         warnings.warn("data.loader = 'ffcv' but FFCV is not installed here: using the in-memory loader "
                       "(scripts/setup.sh installs FFCV where apt is available)", stacklevel=2)
-    return InMemoryLoader(dataset.train_images if images is None else images,
-                          dataset.train_labels if labels is None else labels, shard=shard, **options)
+    return InMemoryLoader(images, dataset.train_labels if labels is None else labels, shard=shard, **options)

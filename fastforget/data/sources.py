@@ -19,12 +19,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from fastforget.errors import CorruptDataError, DataNotFoundError
 from fastforget.io import atomic_path
+
+if TYPE_CHECKING:
+    from fastforget.data.stream import StreamedImages
 
 DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet", "imagefolder")
 
@@ -40,12 +44,13 @@ DIGITS_SPLIT_SEED = 0
 
 @dataclass(repr=False)
 class ImageDataset:
-    """A whole data set in memory: uint8 NCHW images, int64 labels, class names and normalisation statistics."""
+    """A whole data set: uint8 NCHW images (in memory, or `StreamedImages` read per batch), int64 labels, class
+    names and normalisation statistics."""
 
     name: str
-    train_images: torch.Tensor
+    train_images: torch.Tensor | StreamedImages
     train_labels: torch.Tensor
-    test_images: torch.Tensor
+    test_images: torch.Tensor | StreamedImages
     test_labels: torch.Tensor
     classes: list[str]
     mean: tuple[float, ...]
@@ -54,7 +59,7 @@ class ImageDataset:
     def __post_init__(self) -> None:
         for split in ("train", "test"):
             images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
-            if images.dtype != torch.uint8 or images.dim() != 4:
+            if not _streamed(images) and (images.dtype != torch.uint8 or images.dim() != 4):
                 raise ValueError(f"{split}_images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
             if labels.dtype != torch.int64 or labels.shape != (len(images),):
                 raise ValueError(f"{split}_labels must be int64 [{len(images)}], got {labels.dtype} "
@@ -64,6 +69,11 @@ class ImageDataset:
                              f"{tuple(self.test_images.shape[1:])}")
         if not len(self.mean) == len(self.std) == self.in_channels:
             raise ValueError(f"mean and std need one value per channel ({self.in_channels})")
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the images stay on disk, decoded per batch (`data.loader = "stream"`)."""
+        return _streamed(self.train_images)
 
     @property
     def num_classes(self) -> int:
@@ -92,6 +102,12 @@ class ImageDataset:
                 f"image={channels}x{height}x{width}, classes={self.num_classes})")
 
 
+def _streamed(images: object) -> bool:
+    from fastforget.data.stream import StreamedImages
+
+    return isinstance(images, StreamedImages)
+
+
 def cache_dir() -> Path:
     """Where derived files go: $FASTFORGET_CACHE, else ~/.cache/fastforget."""
     return Path(os.environ.get("FASTFORGET_CACHE") or Path.home() / ".cache" / "fastforget")
@@ -107,9 +123,17 @@ def default_data_root() -> Path:
     return Path.home() / ".cache" / "fastforget" / "data"
 
 
-def load_dataset(name: str, root: str | Path | None = None) -> ImageDataset:
-    """Read data set `name` from `root` (default: `default_data_root()`; for `imagefolder`, the folder itself)."""
+def load_dataset(name: str, root: str | Path | None = None, *, stream: bool = False,
+                 image_size: int = 0) -> ImageDataset:
+    """Read data set `name` from `root` (default: `default_data_root()`; for `imagefolder`, the folder itself).
+
+    An image folder can be left on disk (`stream`: images decoded per batch by `StreamLoader`, for folders that do
+    not fit in memory) and resized on reading (`image_size`: shorter side to N, then the centre N x N crop).
+    """
     key = name.lower().replace("-", "").replace("_", "")
+    if (stream or image_size) and key != "imagefolder":
+        raise DataNotFoundError(f"data.loader = 'stream' and data.image_size are for image folders; {name} is read "
+                                "into memory whole: use data.loader = 'memory' (or 'ffcv') and no image_size")
     readers: dict[str, Callable[[Path | None], ImageDataset]] = {
         "digits": _load_digits,
         "mnist": lambda r: _load_idx_dataset("mnist", _data_root(r)),
@@ -118,7 +142,7 @@ def load_dataset(name: str, root: str | Path | None = None) -> ImageDataset:
         "cifar100": lambda r: _load_cifar100(_data_root(r)),
         "tinyimagenet": lambda r: _load_tinyimagenet(_data_root(r)),
         "tinyimagenet200": lambda r: _load_tinyimagenet(_data_root(r)),
-        "imagefolder": _load_imagefolder,
+        "imagefolder": lambda r: _load_imagefolder(r, stream, image_size),
     }
     if key not in readers:
         raise DataNotFoundError(f"unknown data set {name!r}; choose one of {', '.join(DATASET_NAMES)}")
@@ -423,9 +447,10 @@ def _tinyimagenet_names(words_file: Path, wnids: list[str]) -> list[str]:
     return [f"{name} ({wnid})" if names.count(name) > 1 else name for name, wnid in zip(names, wnids, strict=True)]
 
 
-def _load_imagefolder(root: Path | None) -> ImageDataset:
+def _load_imagefolder(root: Path | None, stream: bool = False, size: int = 0) -> ImageDataset:
     """root/train/<class>/* and root/test/<class>/* (or root/val/<class>/*, the timm/ImageNet name for the held-out
-    split); classes are the sorted train subfolders; one image size."""
+    split); classes are the sorted train subfolders; one image size (or `size`); decoded now or, with `stream`,
+    per batch."""
     if root is None:
         raise DataNotFoundError("imagefolder needs root: the folder that holds train/<class>/ and test/<class>/ "
                                 "(or val/<class>/): data.root = DIR, or --data-dir DIR")
@@ -448,8 +473,10 @@ def _load_imagefolder(root: Path | None) -> ImageDataset:
         if not files:
             raise _missing("imagefolder", root, root / split / "<class>" / "<image>")
         splits.append((files, labels))
-    train_images = _decode_images(splits[0][0], force_rgb=False)
-    test_images = _decode_images(splits[1][0], force_rgb=train_images.shape[1] == 3)
+    if stream:
+        return _streamed_folder(splits, classes, size)
+    train_images = _decode_images(splits[0][0], force_rgb=False, size=size)
+    test_images = _decode_images(splits[1][0], force_rgb=train_images.shape[1] == 3, size=size)
     if test_images.shape[1] == 3 and train_images.shape[1] == 1:
         train_images = np.repeat(train_images, 3, axis=1)
     if train_images.shape[2:] != test_images.shape[2:]:
@@ -458,23 +485,61 @@ def _load_imagefolder(root: Path | None) -> ImageDataset:
     return _dataset("imagefolder", (train_images, splits[0][1]), (test_images, splits[1][1]), classes)
 
 
+def _streamed_folder(splits: list[tuple[list[Path], list[int]]], classes: list[str], size: int) -> ImageDataset:
+    """An image folder left on disk: RGB if any of a sample of file headers is colour (the rest converted)."""
+    from PIL import Image
+
+    from fastforget.data.stream import FolderReader, sample_stats, streamed
+
+    files = splits[0][0] + splits[1][0]
+    sample = [files[i] for i in np.linspace(0, len(files) - 1, min(len(files), 100)).round().astype(int)]
+    rgb = False
+    for path in sample:
+        with Image.open(path) as image:
+            rgb = rgb or image.mode not in _GRAY_MODES
+    train, test = (streamed(FolderReader(paths, rgb, size), len(paths)) for paths, _ in splits)
+    if train.shape[1:] != test.shape[1:]:
+        raise CorruptDataError(f"training images are {tuple(train.shape[2:])} but held-out images are "
+                               f"{tuple(test.shape[2:])}: give them one size (data.image_size = N)")
+    mean, std = sample_stats(train)
+    return ImageDataset(name="imagefolder", train_images=train, train_labels=torch.tensor(splits[0][1]),
+                        test_images=test, test_labels=torch.tensor(splits[1][1]), classes=classes, mean=mean, std=std)
+
+
 _GRAY_MODES = frozenset({"1", "L", "I", "I;16", "F"})
 
 
-def _decode_one(source: Path | io.BytesIO, name: str, force_rgb: bool) -> np.ndarray:
+def _decode_one(source: Path | io.BytesIO, name: str, force_rgb: bool, size: int = 0) -> np.ndarray:
+    """One image as uint8 [H, W, C] (C = 1 for gray unless `force_rgb`), resized to `size` x `size` if given."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(source) as image:
             gray = image.mode in _GRAY_MODES and not force_rgb
-            pixels = np.asarray(image.convert("L" if gray else "RGB"))
+            image = image.convert("L" if gray else "RGB")
+            if size:
+                image = _resize_centre(image, size)
+            pixels = np.asarray(image)
     except (OSError, UnidentifiedImageError) as err:
         raise CorruptDataError(f"{name} is not a readable image ({err})") from err
     return pixels[:, :, None] if gray else pixels
 
 
+def _resize_centre(image: Any, size: int) -> Any:
+    """Shorter side to `size` (bilinear, antialiased), then the centre `size` x `size` crop (torchvision's Resize +
+    CenterCrop)."""
+    from PIL import Image
+
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    new_long = int(size * long / short)  # torchvision's rounding, so the pixels match its transforms
+    resized = image.resize((size, new_long) if width <= height else (new_long, size), Image.BILINEAR)
+    left, top = int(round((resized.size[0] - size) / 2)), int(round((resized.size[1] - size) / 2))
+    return resized.crop((left, top, left + size, top + size))
+
+
 def _decode_images(paths: Sequence[Path | io.BytesIO], force_rgb: bool,
-                   names: Sequence[str] | None = None) -> np.ndarray:
+                   names: Sequence[str] | None = None, size: int = 0) -> np.ndarray:
     """Decode images (files, or in-memory files named by `names`) into uint8 [N, C, H, W] (C = 1 if all are
     grayscale and not `force_rgb`, else 3).
 
@@ -484,7 +549,7 @@ def _decode_images(paths: Sequence[Path | io.BytesIO], force_rgb: bool,
     names = [str(p) for p in paths] if names is None else list(names)
     cache_file = None
     if len(paths) >= DECODE_CACHE_MIN_FILES and all(isinstance(p, Path) for p in paths):
-        digest = hashlib.sha1(f"rgb={force_rgb}".encode())
+        digest = hashlib.sha1((f"rgb={force_rgb}" + (f",size={size}" if size else "")).encode())
         for path in paths:
             stat = path.stat()
             digest.update(f"{path.absolute()}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
@@ -495,7 +560,8 @@ def _decode_images(paths: Sequence[Path | io.BytesIO], force_rgb: bool,
             except (OSError, ValueError):
                 cache_file.unlink(missing_ok=True)  # damaged cache: decode again below
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        decoded = list(pool.map(lambda item: _decode_one(*item, force_rgb=force_rgb), zip(paths, names, strict=True)))
+        decoded = list(pool.map(lambda item: _decode_one(*item, force_rgb=force_rgb, size=size),
+                                zip(paths, names, strict=True)))
     size = decoded[0].shape[:2]
     for name, pixels in zip(names, decoded, strict=True):
         if pixels.shape[:2] != size:

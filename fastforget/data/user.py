@@ -4,7 +4,8 @@ Everything fastforget runs holds its images as uint8 [N, C, H, W] (augmented and
 device), so user data are converted once: uint8 images stay as they are; float images must be in [0, 1] (what
 `transforms.ToTensor()` gives) and are rounded to the 256 levels; PIL images and numpy arrays (HWC) are read like
 torchvision reads them. A `transform` is applied to every sample first (PIL image or tensor in, image out), e.g.
-a resize. Normalisation statistics come from the training split. Everything is held in memory.
+a resize. Normalisation statistics come from the training split. Everything is held in memory, unless
+`stream=True` leaves a Dataset's images unread until a loader decodes them per batch.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fastforget.data.sources import ImageDataset, channel_stats, load_dataset
+from fastforget.data.stream import DatasetReader, StreamedImages, dataset_labels, sample_stats, streamed
 from fastforget.errors import DataError
 
 DataLike = ImageDataset | str | Dataset | tuple[torch.Tensor, torch.Tensor]
@@ -26,22 +28,27 @@ DataLike = ImageDataset | str | Dataset | tuple[torch.Tensor, torch.Tensor]
 
 def as_image_dataset(data: DataLike, test_data: Dataset | tuple[torch.Tensor, torch.Tensor] | None = None, *,
                      classes: Sequence[str] | None = None, root: str | Path | None = None,
-                     transform: Callable[[Any], Any] | None = None, name: str = "custom") -> ImageDataset:
+                     transform: Callable[[Any], Any] | None = None, name: str = "custom", stream: bool = False,
+                     image_size: int = 0) -> ImageDataset:
     """`data` (the training split) and `test_data` (held-out samples of the same classes) as one ImageDataset.
 
     A name or an ImageDataset already holds both splits; user data need `test_data`, since accuracy and every
     membership attack compare training samples with unseen ones. `classes` names the labels 0..K-1 (default: the
-    Dataset's `classes` attribute, else the label numbers).
+    Dataset's `classes` attribute, else the label numbers). With `stream`, an image folder (by name) or a torch
+    Dataset is not read into memory: its images are decoded per batch (`StreamedImages`); `image_size` resizes an
+    image folder on reading.
     """
     if isinstance(data, ImageDataset | str):
         if test_data is not None:
             raise DataError("test_data is only for user data: a data set name or an ImageDataset has its own split")
-        return data if isinstance(data, ImageDataset) else load_dataset(data, root)
+        return data if isinstance(data, ImageDataset) else load_dataset(data, root, stream=stream,
+                                                                        image_size=image_size)
     if test_data is None:
         raise DataError("user data need test_data= too (held-out samples of the same classes): accuracy and the "
                         "membership attacks compare training samples with unseen ones")
-    train_images, train_labels = _tensors(data, "data", transform)
-    test_images, test_labels = _tensors(test_data, "test_data", transform)
+    split = _streamed_split if stream else _tensors
+    train_images, train_labels = split(data, "data", transform)
+    test_images, test_labels = split(test_data, "test_data", transform)
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     names = list(classes or getattr(data, "classes", None) or [str(i) for i in range(num_classes)])
     if len(names) < num_classes or len(names) < 2:
@@ -50,7 +57,7 @@ def as_image_dataset(data: DataLike, test_data: Dataset | tuple[torch.Tensor, to
     if train_images.shape[1:] != test_images.shape[1:]:
         raise DataError(f"training images are {tuple(train_images.shape[1:])} but test images are "
                         f"{tuple(test_images.shape[1:])}: give both splits one shape (transform=...)")
-    mean, std = channel_stats(train_images)
+    mean, std = sample_stats(train_images) if stream else channel_stats(train_images)
     return ImageDataset(name=name, train_images=train_images, train_labels=train_labels, test_images=test_images,
                         test_labels=test_labels, classes=names, mean=mean, std=std)
 
@@ -70,13 +77,30 @@ def _tensors(data: Any, what: str, transform: Callable[[Any], Any] | None) -> tu
         raise DataError(f"{what} must be a torch Dataset of (image, label) or an (images, labels) pair of tensors, "
                         f"not {type(data).__name__}")
     images = _uint8(images if images.dim() == 4 else images.unsqueeze(1), what)
+    return images.contiguous(), _labels(labels, len(images), what)
+
+
+def _streamed_split(data: Any, what: str, transform: Callable[[Any], Any] | None,
+                    ) -> tuple[StreamedImages, torch.Tensor]:
+    """A torch Dataset left unread: its images decoded per batch (in loader workers), its labels read now."""
+    if not isinstance(data, Dataset):
+        raise DataError(f"stream=True is for a torch Dataset (e.g. torchvision's ImageFolder), not "
+                        f"{type(data).__name__}: tensors are in memory already, pass them without stream")
+    if len(data) == 0:
+        raise DataError(f"{what} is an empty Dataset")
+    images = streamed(DatasetReader(data, transform, what), len(data))
+    return images, _labels(dataset_labels(data), len(images), what)
+
+
+def _labels(labels: torch.Tensor, count: int, what: str) -> torch.Tensor:
+    """Validated int64 class indices, one per image."""
     labels = labels.to(torch.int64).flatten() if not labels.is_floating_point() else labels
-    if labels.is_floating_point() or labels.shape != (len(images),):
-        raise DataError(f"{what}: labels must be {len(images)} integers, one per image, not {labels.dtype} "
+    if labels.is_floating_point() or labels.shape != (count,):
+        raise DataError(f"{what}: labels must be {count} integers, one per image, not {labels.dtype} "
                         f"{tuple(labels.shape)}")
     if len(labels) and labels.min() < 0:
         raise DataError(f"{what}: labels must be class indices 0..K-1, found {int(labels.min())}")
-    return images.contiguous(), labels
+    return labels
 
 
 def _image(image: Any, what: str) -> torch.Tensor:

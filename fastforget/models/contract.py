@@ -59,7 +59,7 @@ def classifier_name(model: nn.Module, num_classes: int | None = None) -> str:
     return prefix + name
 
 
-def middle_block(model: nn.Module, *, method: str = "this method", key: str = "block") -> list[str]:
+def middle_block(model: nn.Module, *, method: str = "this method", key: str = "adapter_after") -> list[str]:
     """The dotted names of the modules that make up the model's middle block (an adapter goes after the last)."""
     base, prefix = _unwrapped(model)
     own = _own_name(base, "middle_block")

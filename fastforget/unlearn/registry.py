@@ -49,8 +49,10 @@ class UnlearnContext:
             self.splits = ForgetSplits.from_samples(self.forget_samples, len(self.dataset.train_labels),
                                                     len(self.dataset.test_labels))
         self.original = self.original.to(self.device).eval()
-        # one copy of the uint8 training images on the device, shared by every loader the method builds
-        self.train_images = self.dataset.train_images.to(self.device)
+        # one copy of the uint8 training images on the device, shared by every loader the method builds (streamed
+        # images stay on disk)
+        images = self.dataset.train_images
+        self.train_images = images if self.dataset.streamed else images.to(self.device)
         self.train_labels = self.dataset.train_labels.to(self.device)
 
     @property
@@ -147,10 +149,10 @@ HYPERPARAMETER_RULES: dict[str, Rule] = {
     "alpha_f": Rule(above=0),
     "samples_per_class": Rule(min=1),
     "forget_samples": Rule(min=1),
-    "block": Rule(kind=str),
+    "adapter_after": Rule(kind=str),
     "blocks": Rule(kind=list),
 }
-MODULE_KEYS = ("block", "blocks")  # hyperparameters that name blocks of the model: checked against it
+MODULE_KEYS = ("adapter_after", "blocks")  # hyperparameters that name blocks of the model: checked against it
 
 
 def merge_hyperparameters(method: Method, *overrides: Mapping[str, Any], origin: str = "") -> dict[str, Any]:

@@ -1,0 +1,197 @@
+"""Images read from their source batch by batch, for data that do not fit in memory (`data.loader = "stream"`).
+
+`StreamedImages` stands where an `ImageDataset` holds a uint8 tensor: it knows how many images there are and their
+shape, selects subsets without reading anything, and decodes only when a loader asks for a batch. Its source is
+an image folder's files (`load_dataset("imagefolder", root, stream=True)`) or a user's torch `Dataset`
+(`api.unlearn(..., data=ImageFolder(...), test_data=..., overrides=["data.loader=stream"])`: torchvision's
+`ImageFolder` read by a DataLoader's workers).
+`StreamLoader` yields the batches of `InMemoryLoader` (the same order, augmentation and normalisation from the
+same seed: bit-identical for the same pixels), with the decoding done ahead by DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fastforget.data.loaders import Augment, Batch, BatchTransform, _check_stats, _num_batches, _positions
+from fastforget.distributed import Shard
+from fastforget.errors import CorruptDataError
+
+Reader = Callable[[int], torch.Tensor]
+"""Image i of a source as a uint8 [C, H, W] tensor (a reader may name image i by a `describe(i)` method)."""
+
+STATS_SAMPLE = 1000  # images read (evenly spaced) for a streamed training split's normalisation statistics
+
+
+class StreamedImages:
+    """`count` images of one shape [C, H, W] that `read(i)` decodes, or a subset of them (`rows`)."""
+
+    def __init__(self, read: Reader, count: int, shape: Sequence[int], rows: np.ndarray | None = None) -> None:
+        self.read, self.count = read, count
+        self.rows = np.arange(count, dtype=np.int64) if rows is None else rows
+        self.shape = torch.Size([len(self.rows), *shape])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: Any) -> StreamedImages:
+        """The subset at `index` (positions, a boolean mask or a slice), still unread."""
+        if isinstance(index, torch.Tensor):
+            index = index.cpu().numpy()
+        return StreamedImages(self.read, self.count, self.shape[1:], self.rows[index].reshape(-1))
+
+    def decode(self, positions: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """The images at `positions` (of this subset) as one uint8 [n, C, H, W] tensor."""
+        images = [self.read(int(self.rows[p])) for p in positions]
+        for position, image in zip(positions, images, strict=True):
+            if image.shape != self.shape[1:]:
+                row = int(self.rows[position])
+                name = self.read.describe(row) if hasattr(self.read, "describe") else f"image {row}"
+                raise CorruptDataError(f"{name} is {'x'.join(map(str, image.shape))}, not "
+                                       f"{'x'.join(map(str, self.shape[1:]))}: images must all have one size "
+                                       "(data.image_size = N resizes them on reading)")
+        return torch.stack(images) if images else torch.empty(0, *self.shape[1:], dtype=torch.uint8)
+
+    @property
+    def nbytes(self) -> int:
+        """What the decoded images would take in memory."""
+        return int(np.prod(self.shape))
+
+    def __repr__(self) -> str:
+        return f"StreamedImages({len(self)} of {self.count}, image={'x'.join(map(str, self.shape[1:]))})"
+
+
+def streamed(read: Reader, count: int) -> StreamedImages:
+    """All `count` images of a source; the shape is the first image's (every image must share it)."""
+    if count == 0:
+        raise ValueError("an image source needs at least one image")
+    return StreamedImages(read, count, read(0).shape)
+
+
+def sample_stats(images: StreamedImages) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (in [0, 1] units) from up to STATS_SAMPLE evenly spaced images."""
+    from fastforget.data.sources import channel_stats
+
+    positions = np.linspace(0, len(images) - 1, min(len(images), STATS_SAMPLE)).round().astype(np.int64)
+    return channel_stats(images.decode(np.unique(positions)))
+
+
+class _Batches(Dataset):
+    """Item j is batch j of an epoch, decoded: DataLoader workers read whole batches ahead of the training loop."""
+
+    def __init__(self, images: StreamedImages, batches: list[np.ndarray]) -> None:
+        self.images, self.batches = images, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, j: int) -> torch.Tensor:
+        return self.images.decode(self.batches[j])
+
+
+def default_workers() -> int:
+    """Decoding processes: one per core but one (for the training loop), at most 8; none on a single core."""
+    return min(8, max(0, (os.cpu_count() or 1) - 1))
+
+
+class StreamLoader:
+    """Batches `(images, labels, indices)` of `StreamedImages`, as `InMemoryLoader` gives them for tensors.
+
+    Each epoch draws the order with `epoch_order` and augments with `BatchTransform` on `device`, exactly as the
+    in-memory loader does, so the two give identical batches for the same seed; `workers` processes decode the
+    next batches meanwhile (0: decode in this process). Under torchrun each rank decodes only its rows.
+    """
+
+    def __init__(self, images: StreamedImages, labels: torch.Tensor, *, batch_size: int, shuffle: bool = True,
+                 augment: Augment = Augment(), mean: Sequence[float], std: Sequence[float],
+                 device: str | torch.device = "cpu", drop_last: bool = False, seed: int = 0,
+                 indices: torch.Tensor | Sequence[int] | None = None, dtype: torch.dtype = torch.float32,
+                 shard: Shard = Shard(), workers: int | None = None) -> None:
+        if len(labels) != len(images):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if batch_size < 1 or batch_size % shard.world:
+            raise ValueError(f"batch_size must be >= 1 and divisible by the {shard.world} ranks, got {batch_size}")
+        _check_stats(mean, std, images.shape[1])
+        self.images, self.shard = images, shard
+        self.device = torch.device(device)
+        self.labels = torch.as_tensor(labels).to(self.device, torch.int64)
+        self.positions = _positions(indices, len(images))
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.augment, self.mean, self.std = augment, tuple(mean), tuple(std)
+        self.seed, self.dtype = seed, dtype
+        self.workers = default_workers() if workers is None else workers
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return _num_batches(len(self.positions), self.batch_size, self.drop_last)
+
+    def __iter__(self) -> Iterator[Batch]:
+        from fastforget.data.loaders import epoch_order
+
+        order = epoch_order(self.positions, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch)
+        transform = BatchTransform(self.augment, self.mean, self.std, device=self.device, dtype=self.dtype,
+                                   seed=self.seed, epoch=self.epoch)
+        self.epoch += 1
+        drawn = [order[start:start + self.batch_size] for start in range(0, len(self) * self.batch_size,
+                                                                            self.batch_size)]
+        mine = [batch[self.shard.rank::self.shard.world] for batch in drawn]
+        workers = min(self.workers, len(mine))
+        decoded = DataLoader(_Batches(self.images, mine), batch_size=None, shuffle=False, num_workers=workers,
+                             pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None)
+        for pixels, batch, global_batch in zip(decoded, mine, drawn, strict=True):
+            pixels = pixels.to(self.device, non_blocking=True).permute(0, 2, 3, 1)
+            positions = torch.from_numpy(batch).to(self.device)
+            yield transform(pixels, self.shard, len(global_batch)), self.labels[positions], positions
+
+
+class FolderReader:
+    """Reads image files the way the in-memory image-folder reader does (gray kept gray unless `rgb`), optionally
+    resized to `size` x `size` (shorter side to `size`, then the centre crop). Picklable, for loader workers."""
+
+    def __init__(self, paths: Sequence[Path], rgb: bool, size: int = 0) -> None:
+        self.paths, self.rgb, self.size = list(paths), rgb, size
+
+    def __call__(self, i: int) -> torch.Tensor:
+        from fastforget.data.sources import _decode_one
+
+        pixels = _decode_one(self.paths[i], str(self.paths[i]), force_rgb=self.rgb, size=self.size)
+        return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
+
+    def describe(self, i: int) -> str:
+        return str(self.paths[i])
+
+
+class DatasetReader:
+    """Reads sample i of a user's torch `Dataset` (image, label), through `transform` if given, as uint8 CHW."""
+
+    def __init__(self, dataset: Dataset, transform: Callable[[Any], Any] | None, what: str) -> None:
+        self.dataset, self.transform, self.what = dataset, transform, what
+
+    def __call__(self, i: int) -> torch.Tensor:
+        from fastforget.data.user import _image, _uint8
+
+        image = self.dataset[i][0]
+        image = _image(self.transform(image) if self.transform else image, self.what)
+        return _uint8((image if image.dim() == 3 else image.unsqueeze(0)).unsqueeze(0), self.what)[0]
+
+    def describe(self, i: int) -> str:
+        return f"{self.what}[{i}]"
+
+
+def dataset_labels(dataset: Dataset) -> torch.Tensor:
+    """A Dataset's labels without decoding its images where it lists them (`targets`, as torchvision's do)."""
+    targets = getattr(dataset, "targets", None)
+    if targets is not None and len(targets) == len(dataset):
+        return torch.as_tensor(np.asarray(targets), dtype=torch.int64)
+    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.int64)
+
+
+__all__ = ["DatasetReader", "FolderReader", "StreamLoader", "StreamedImages", "dataset_labels", "default_workers",
+           "sample_stats", "streamed"]
