@@ -107,6 +107,9 @@ def plan(config: str | Path, *, methods: Sequence[str] | None = None, forget: Se
         if metric not in METRICS:
             raise ConfigError(f"bench.metrics holds {metric!r} (from {cfg.source}), not a metric"
                               f"{did_you_mean(str(metric), METRICS)}; metrics: {', '.join(METRICS)}")
+    for metric in settings["metrics"]:
+        if METRICS[metric].check is not None:  # before any model is trained; every cell has a retrained model
+            METRICS[metric].check(settings, True)
     for name, variant in settings["variants"].items():
         if not isinstance(variant, dict) or variant.get("method") not in METHODS:
             raise ConfigError(f"[bench.variants.{name!r}] needs method = one of {sorted(METHODS)}")

@@ -213,6 +213,8 @@ CASES: dict[str, Case] = {
                             ["--seeds must be an integer >= 1, not 0"]),
     "bench unknown [bench] key": Case(["bench", *GRID, "--set", "bench.seedz=2", "--out", "{out}"],
                                       ["unknown [bench] setting 'seedz'", "did you mean 'seeds'"]),
+    "bench one shadow pair for ulira": Case(["bench", *GRID, "--metrics", "ulira", "--set", "bench.shadows=1",
+                                             "--out", "{out}"], ["U-LIRA needs at least 3 pairs", "raise --shadows"]),
     "bench negative shadows": Case(["bench", *GRID, "--set", "bench.shadows=-1", "--out", "{out}"],
                                    ["bench.shadows must be an integer >= 0, not -1"]),
     "bench forget not a list": Case(["bench", *GRID, "--set", "bench.forget=3", "--out", "{out}"],

@@ -100,6 +100,8 @@ class Metric:
     default: bool  # run by `fastforget eval` and the benchmark unless metrics are named
     settings: Mapping[str, Any]
     notes: Callable[[dict, list[str]], list[tuple[str, str]]] | None  # extra `eval` rows from the results
+    # checks the settings before any model is trained (settings, whether the target comes with a retrained model)
+    check: Callable[[Mapping[str, Any], bool], None] | None = None
 
 
 METRICS: dict[str, Metric] = {}
@@ -110,7 +112,8 @@ TABLE_TITLES: dict[str, str] = {}
 def register(name: str, *, summary: str, columns: Sequence[Column] = (), needs: Sequence[Need] = (),
              table: str | None = None, title: str = "", default: bool = True,
              settings: Mapping[str, Any] | None = None,
-             notes: Callable[[dict, list[str]], list[tuple[str, str]]] | None = None
+             notes: Callable[[dict, list[str]], list[tuple[str, str]]] | None = None,
+             check: Callable[[Mapping[str, Any], bool], None] | None = None,
              ) -> Callable[[Callable[[EvalContext], dict]], Callable[[EvalContext], dict]]:
     unknown = set(needs) - set(NEEDS)
     if unknown:
@@ -124,7 +127,7 @@ def register(name: str, *, summary: str, columns: Sequence[Column] = (), needs: 
             raise ValueError(f"metric {name!r} declares settings {sorted(clashes)} that already exist")
         METRICS[name] = Metric(name=name, summary=summary, compute=compute, needs=tuple(needs), columns=tuple(columns),
                                table=table, title=title or name, default=default, settings=dict(settings or {}),
-                               notes=notes)
+                               notes=notes, check=check)
         SETTINGS.update(settings or {})
         if table is not None:
             TABLE_TITLES.setdefault(table, title or name)

@@ -23,7 +23,9 @@ samples. The model under test's own pair is reported on its own as well.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -187,19 +189,25 @@ def attack_rows(ctx: EvalContext) -> torch.Tensor:
     return rows
 
 
+def check_pairs(settings: Mapping[str, Any], with_target: bool) -> None:
+    """Leave-one-pair-out needs MIN_PAIRS pairs (shadow pairs, plus the target with its retrained model): checked
+    before any shadow model is trained."""
+    shadows = settings["shadows"]
+    if shadows + with_target < MIN_PAIRS:
+        raise ConfigError(f"U-LIRA needs at least {MIN_PAIRS} pairs, got {shadows} shadow pair(s)"
+                          f"{' and the target with its retrained model' if with_target else ''}: raise --shadows "
+                          f"(bench.shadows), the default is {SHADOW_PAIRS}")
+
+
 @register("ulira", summary="U-LIRA balanced accuracy in % (50 ideal): shadow models unlearned with the method "
                            "against shadow retrained models, leave-one-pair-out",
           needs=("shadows",), default=False, table="table3_ulira", title="Table 3 form: U-LIRA",
           columns=[Column("ulira", "U-LIRA %", "50"),
                    Column("ulira_target_pair", "U-LIRA own pair %", "50", in_table=False,
                                  audit="none")],  # one pair, no interval: reported, not tested
-          settings={"shadows": SHADOW_PAIRS, "attack_samples": 0})
+          settings={"shadows": SHADOW_PAIRS, "attack_samples": 0}, check=check_pairs)
 def compute_ulira(ctx: EvalContext) -> dict:
-    pairs = ctx.setting("shadows") + (1 if ctx.retrained else 0)
-    if pairs < MIN_PAIRS:
-        raise ConfigError(f"U-LIRA needs at least {MIN_PAIRS} pairs, got {ctx.setting('shadows')} shadow pair(s)"
-                          f"{' and the target with its retrained model' if ctx.retrained else ''}: raise --shadows "
-                          f"(bench.shadows), the default is {SHADOW_PAIRS}")
+    check_pairs({"shadows": ctx.setting("shadows")}, bool(ctx.retrained))
     rows = attack_rows(ctx)
     shadows = ctx.shadows_on(rows)
     result = ulira(shadows.unlearned, shadows.retrained, ctx.dataset.train_labels[rows],
