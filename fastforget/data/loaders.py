@@ -110,7 +110,45 @@ class BatchTransform:
         return images.permute(0, 3, 1, 2)
 
 
-class InMemoryLoader:
+class EpochLoader:
+    """What every loader of this package shares: validation, the subset, and per epoch the order and augmentation
+    drawn from `seed + epoch` (`next_epoch`), so that loaders over the same samples give the same batches."""
+
+    def __init__(self, count: int, labels: torch.Tensor, channels: int, *, batch_size: int, shuffle: bool,
+                 augment: Augment, mean: Sequence[float], std: Sequence[float], device: str | torch.device,
+                 drop_last: bool, seed: int, indices: torch.Tensor | Sequence[int] | None, dtype: torch.dtype,
+                 shard: Shard) -> None:
+        if len(labels) != count:
+            raise ValueError(f"{count} images but {len(labels)} labels")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size % shard.world:
+            raise ValueError(f"the global batch of {batch_size} does not split evenly over {shard.world} ranks: "
+                             "choose a batch size divisible by the number of processes")
+        _check_stats(mean, std, channels)
+        self.shard = shard
+        self.device = torch.device(device)
+        self.labels = torch.as_tensor(labels).to(self.device, torch.int64)
+        self.positions = _positions(indices, count)
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.augment, self.mean, self.std = augment, tuple(mean), tuple(std)
+        self.seed, self.dtype = seed, dtype
+        self.epoch = 0  # the epoch the next pass draws its order and augmentation from
+
+    def __len__(self) -> int:
+        return _num_batches(len(self.positions), self.batch_size, self.drop_last)
+
+    def next_epoch(self) -> tuple[np.ndarray, BatchTransform, range]:
+        """This pass's order of positions, its augmentation and where each global batch starts in the order; the
+        next pass draws anew."""
+        order = epoch_order(self.positions, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch)
+        transform = BatchTransform(self.augment, self.mean, self.std, device=self.device, dtype=self.dtype,
+                                   seed=self.seed, epoch=self.epoch)
+        self.epoch += 1
+        return order, transform, range(0, len(self) * self.batch_size, self.batch_size)
+
+
+class InMemoryLoader(EpochLoader):
     """Batches `(images, labels, indices)` of uint8 images kept on `device`.
 
     `images` come out normalised, in `dtype`, in channels-last memory format; `indices` are the positions of the
@@ -130,34 +168,15 @@ class InMemoryLoader:
                  shard: Shard = Shard()) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
-        if len(labels) != len(images):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.shard = shard
-        if batch_size % self.shard.world:
-            raise ValueError(f"the global batch of {batch_size} does not split evenly over {self.shard.world} ranks: "
-                             "choose a batch size divisible by the number of processes")
-        _check_stats(mean, std, images.shape[1])
-        self.device = torch.device(device)
+        super().__init__(len(images), labels, images.shape[1], batch_size=batch_size, shuffle=shuffle,
+                         augment=augment, mean=mean, std=std, device=device, drop_last=drop_last, seed=seed,
+                         indices=indices, dtype=dtype, shard=shard)
         self.images = images.to(self.device)
-        self.labels = torch.as_tensor(labels).to(self.device, torch.int64)
-        self.positions = _positions(indices, len(images))
-        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.augment, self.mean, self.std = augment, tuple(mean), tuple(std)
-        self.seed, self.dtype = seed, dtype
-        self.epoch = 0  # the epoch the next pass draws its order and augmentation from
-
-    def __len__(self) -> int:
-        return _num_batches(len(self.positions), self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[Batch]:
-        order = epoch_order(self.positions, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch)
-        transform = BatchTransform(self.augment, self.mean, self.std, device=self.device, dtype=self.dtype,
-                                   seed=self.seed, epoch=self.epoch)
-        self.epoch += 1
-        order_t = torch.from_numpy(np.ascontiguousarray(order)).to(self.device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        order, transform, starts = self.next_epoch()
+        order_t = torch.from_numpy(np.ascontiguousarray(order)).to(self.device)  # one copy per epoch
+        for start in starts:
             drawn = order_t[start:start + self.batch_size]
             batch = drawn[self.shard.rank::self.shard.world]
             pixels = self.images.index_select(0, batch).permute(0, 2, 3, 1)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fastforget.data.loaders import Augment, Batch, BatchTransform, _check_stats, _num_batches, _positions
+from fastforget.data.loaders import Augment, Batch, EpochLoader
 from fastforget.distributed import Shard
 from fastforget.errors import CorruptDataError
 
@@ -101,12 +101,12 @@ def default_workers() -> int:
     return min(8, max(0, (os.cpu_count() or 1) - 1))
 
 
-class StreamLoader:
+class StreamLoader(EpochLoader):
     """Batches `(images, labels, indices)` of `StreamedImages`, as `InMemoryLoader` gives them for tensors.
 
-    Each epoch draws the order with `epoch_order` and augments with `BatchTransform` on `device`, exactly as the
-    in-memory loader does, so the two give identical batches for the same seed; `workers` processes decode the
-    next batches meanwhile (0: decode in this process). Under torchrun each rank decodes only its rows.
+    Each epoch draws the order and augments on `device` exactly as the in-memory loader does (`EpochLoader`), so
+    the two give identical batches for the same seed; `workers` processes decode the next batches meanwhile
+    (0: decode in this process). Under torchrun each rank decodes only its rows.
     """
 
     def __init__(self, images: StreamedImages, labels: torch.Tensor, *, batch_size: int, shuffle: bool = True,
@@ -114,33 +114,15 @@ class StreamLoader:
                  device: str | torch.device = "cpu", drop_last: bool = False, seed: int = 0,
                  indices: torch.Tensor | Sequence[int] | None = None, dtype: torch.dtype = torch.float32,
                  shard: Shard = Shard(), workers: int | None = None) -> None:
-        if len(labels) != len(images):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        if batch_size < 1 or batch_size % shard.world:
-            raise ValueError(f"batch_size must be >= 1 and divisible by the {shard.world} ranks, got {batch_size}")
-        _check_stats(mean, std, images.shape[1])
-        self.images, self.shard = images, shard
-        self.device = torch.device(device)
-        self.labels = torch.as_tensor(labels).to(self.device, torch.int64)
-        self.positions = _positions(indices, len(images))
-        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.augment, self.mean, self.std = augment, tuple(mean), tuple(std)
-        self.seed, self.dtype = seed, dtype
+        super().__init__(len(images), labels, images.shape[1], batch_size=batch_size, shuffle=shuffle,
+                         augment=augment, mean=mean, std=std, device=device, drop_last=drop_last, seed=seed,
+                         indices=indices, dtype=dtype, shard=shard)
+        self.images = images
         self.workers = default_workers() if workers is None else workers
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return _num_batches(len(self.positions), self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[Batch]:
-        from fastforget.data.loaders import epoch_order
-
-        order = epoch_order(self.positions, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch)
-        transform = BatchTransform(self.augment, self.mean, self.std, device=self.device, dtype=self.dtype,
-                                   seed=self.seed, epoch=self.epoch)
-        self.epoch += 1
-        drawn = [order[start:start + self.batch_size] for start in range(0, len(self) * self.batch_size,
-                                                                            self.batch_size)]
+        order, transform, starts = self.next_epoch()
+        drawn = [order[start:start + self.batch_size] for start in starts]
         mine = [batch[self.shard.rank::self.shard.world] for batch in drawn]
         workers = min(self.workers, len(mine))
         decoded = DataLoader(_Batches(self.images, mine), batch_size=None, shuffle=False, num_workers=workers,
