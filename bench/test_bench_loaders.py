@@ -7,7 +7,9 @@ Loaders, all over the same uint8 training images with crop-4 + flip augmentation
               RandomCrop(32, padding=4) / RandomHorizontalFlip / ToTensor / Normalize (what torchvision's CIFAR10
               class and most training scripts do): the baseline every ratio is taken against;
   memory      fastforget's InMemoryLoader: whole-batch augmentation with tensor operations, no workers;
-  ffcv        fastforget's FFCV loader over a .beton written once per session (skipped without FFCV), 2 workers.
+  ffcv        fastforget's FFCV loader over a .beton written once per session (skipped without FFCV), 2 workers;
+  stream      fastforget's StreamLoader (`data.loader = "stream"`) over the training split written once per
+              session as an image folder of PNG files: 2 workers decode whole batches, augmentation as in memory.
 
 `train`: ResNet-18 of the cifar10-resnet18-small config (width 16) trained through `fastforget.train.fit` with
 cross-entropy, SGD, bf16 autocast, channels-last; `data`: the loader alone, so its own cost shows. A 2-core
@@ -37,13 +39,21 @@ from torch import nn
 from torchvision import transforms
 
 from fastforget.config import Config, load_config
-from fastforget.data import Augment, FFCVUnavailableError, ImageDataset, ffcv_loader, make_train_loader, write_beton
+from fastforget.data import (
+    Augment,
+    FFCVUnavailableError,
+    ImageDataset,
+    ffcv_loader,
+    load_dataset,
+    make_train_loader,
+    write_beton,
+)
 from fastforget.models import build_model
 from fastforget.runtime import resolve_device, seed_everything, synchronize
 from fastforget.train import Batch, ExecSpec, SGDSpec, fit
 
 CONFIG = "cifar10-resnet18-small"
-LOADERS = ("dataloader", "memory", "ffcv")  # the baseline first, so the others' ratios are known when they run
+LOADERS = ("dataloader", "memory", "ffcv", "stream")  # the baseline first: the ratios are known when the others run
 BASELINE = "dataloader"
 WORKERS = 2
 ROUNDS = 3
@@ -117,6 +127,20 @@ def beton(cifar10: ImageDataset, tmp_path_factory: pytest.TempPathFactory) -> Pa
         pytest.skip(f"FFCV loader not measured: {err}")
 
 
+@pytest.fixture(scope="module")
+def png_folder(cifar10: ImageDataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The training split as train/<class>/<n>.png (and a one-image test/ split), written once for this run."""
+    root = tmp_path_factory.mktemp("folder")
+    pixels = cifar10.train_images.permute(0, 2, 3, 1).numpy()
+    for n, (image, label) in enumerate(zip(pixels, cifar10.train_labels.tolist(), strict=True)):
+        folder = root / "train" / f"{label:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{n:05d}.png")
+    (root / "test" / "00").mkdir(parents=True)
+    Image.fromarray(pixels[0]).save(root / "test" / "00" / "0.png")
+    return root
+
+
 def open_loader(kind: str, request: pytest.FixtureRequest, cfg: Config, dataset: ImageDataset,
                 device: torch.device) -> AbstractContextManager[Iterable]:
     """The training loader `kind` over CIFAR-10's training split, with the config's augmentation and batch size."""
@@ -124,6 +148,11 @@ def open_loader(kind: str, request: pytest.FixtureRequest, cfg: Config, dataset:
     if kind == "memory":
         return nullcontext(make_train_loader(dataset, cfg, indices=None, batch_size=batch_size, device=device,
                                              seed=seed))
+    if kind == "stream":
+        streamed = load_dataset("imagefolder", request.getfixturevalue("png_folder"), stream=True)
+        stream_cfg = load_config(CONFIG, ["data.loader=stream", f"data.workers={WORKERS}"])
+        return nullcontext(make_train_loader(streamed, stream_cfg, indices=None, batch_size=batch_size,
+                                             device=device, seed=seed))
     if kind == "ffcv":
         augment = Augment(crop_padding=cfg.data["crop_padding"], flip=cfg.data["flip"])
         return ffcv_loader(request.getfixturevalue("beton"), batch_size=batch_size, augment=augment,
