@@ -8,6 +8,9 @@ bench/KERNELS.md) and the reference TV distance. float64 and empty inputs always
 kernels compute in float32). Forcing `triton` on CPU tensors works only under TRITON_INTERPRET=1 (set before
 `import fastforget_kernels`), which is how the tests run the kernels without a GPU. `compiled` is the closed form always
 compiled (cross-entropy) and the reference under torch.compile (TV distance).
+
+Inside a caller's torch.compile'd region (a training step compiled whole) the closed form is traced into the
+caller's graph, and the Triton kernel runs as it is between two graphs (`triton_cross_entropy`).
 """
 
 from __future__ import annotations
