@@ -1,7 +1,7 @@
 """The training loop against a plain hand-written PyTorch loop: ATen ops per step and steps per second.
 
-    python bench/loop.py [--before DIR] [--rounds 5] [--reps 3] [--cases NAME,...] [--skip-compiled]
-                         [--out FILE.json]
+    python bench/loop.py [--before DIR] [--rounds 5] [--reps 3] [--cases NAME,...] [--impls NAME,...]
+                         [--skip-compiled] [--out FILE.json]
 
 Cases (real data from $FASTFORGET_DATA; models freshly initialised with a fixed seed, since a step's cost does
 not depend on the weights' values):
@@ -296,6 +296,15 @@ def run_child(case: str, impl: str, tree: str, mode: str, args: argparse.Namespa
     return result
 
 
+def per_round_ratio(results: list[dict], case: str, baseline: str, mine: list[dict], key: str) -> str | None:
+    """`baseline`'s time over this implementation's, taken within each round (the median of each's reps), then
+    "median (min..max)" over the rounds; `key` is "seconds" (wall) or "cpu_seconds"."""
+    by_round = {r["round"]: statistics.median(r[key]) for r in results
+                if r["case"] == case and r["impl"] == baseline and key in r}
+    ratios = [by_round[r["round"]] / statistics.median(r[key]) for r in mine if key in r and r["round"] in by_round]
+    return f"{statistics.median(ratios):.3g} ({min(ratios):.3g}..{max(ratios):.3g})" if ratios else None
+
+
 def summarise(results: list[dict]) -> list[dict]:
     rows = []
     for case in CASES:
@@ -307,26 +316,19 @@ def summarise(results: list[dict]) -> list[dict]:
             per_round = [statistics.median(r["seconds"]) for r in mine]
             median = statistics.median(per_round)
             steps = mine[0]["steps"]
-            plain_by_round = {r["round"]: statistics.median(r["seconds"]) for r in results
-                              if r["case"] == case and r["impl"] == "plain"}
-            ratios = [plain_by_round[r["round"]] / statistics.median(r["seconds"]) for r in mine
-                      if r["round"] in plain_by_round]
             row = {"case": case, "impl": impl, "median s": median,
                    "min..max s": f"{min(per_round):.3g}..{max(per_round):.3g}", "steps/s": steps / median,
                    "x plain": statistics.median(plain) / median if plain else None,
-                   "x plain per round": (f"{statistics.median(ratios):.3g} ({min(ratios):.3g}..{max(ratios):.3g})"
-                                         if ratios else None),
+                   "x plain per round": per_round_ratio(results, case, "plain", mine, "seconds"),
                    "first run, reported s": statistics.median(r["first_run_reported_s"] for r in mine),
                    "first run, wall s": statistics.median(r["first_run_wall_s"] for r in mine)}
             cpu = [statistics.median(r["cpu_seconds"]) for r in mine if "cpu_seconds" in r]
-            plain_cpu = {r["round"]: statistics.median(r["cpu_seconds"]) for r in results
-                         if r["case"] == case and r["impl"] == "plain" and "cpu_seconds" in r}
-            cpu_ratios = [plain_cpu[r["round"]] / statistics.median(r["cpu_seconds"]) for r in mine
-                          if "cpu_seconds" in r and r["round"] in plain_cpu]
             if cpu:
                 row |= {"median CPU s": statistics.median(cpu),
-                        "x plain, CPU time": (f"{statistics.median(cpu_ratios):.3g} ({min(cpu_ratios):.3g}.."
-                                              f"{max(cpu_ratios):.3g})" if cpu_ratios else None)}
+                        "x plain, CPU time": per_round_ratio(results, case, "plain", mine, "cpu_seconds")}
+            if impl == "after+compile":  # what compiling gains over the same code eager
+                row |= {"x eager per round": per_round_ratio(results, case, "after", mine, "seconds"),
+                        "x eager, CPU time": per_round_ratio(results, case, "after", mine, "cpu_seconds")}
             rows.append(row)
     return rows
 
@@ -344,7 +346,8 @@ def markdown(rows: list[dict], columns: list[str]) -> str:
 
 def parent(args: argparse.Namespace) -> None:
     cases = [c for c in args.cases.split(",") if c]
-    impls = [i for i in IMPLEMENTATIONS if (i != "before" or args.before) and
+    wanted = args.impls.split(",") if args.impls else IMPLEMENTATIONS
+    impls = [i for i in IMPLEMENTATIONS if i in wanted and (i != "before" or args.before) and
              (i != "after+compile" or not args.skip_compiled)]
     tree = {impl: str(Path(args.before).resolve()) if impl == "before" else str(REPO) for impl in impls}
     report: dict = {"machine": _machine(), "load_1min_start": os.getloadavg()[0], "args": vars(args)}
@@ -379,7 +382,8 @@ def write_report(report: dict, ops: list[dict], timed: list[dict], rounds: int, 
         text += [markdown([{"case": o["case"], "impl": o["impl"], **o["ops_per_step"]} for o in ops],
                           ["case", "impl", "top_level", "kernels", "inductor_kernels"]), ""]
     text.append(markdown(rows, ["case", "impl", "median s", "min..max s", "steps/s", "x plain", "x plain per round",
-                                "median CPU s", "x plain, CPU time", "first run, reported s", "first run, wall s"]))
+                                "median CPU s", "x plain, CPU time", "x eager per round", "x eager, CPU time",
+                                "first run, reported s", "first run, wall s"]))
     print("\n".join(text), flush=True)
     if args.out:
         for path, content in ((Path(args.out), json.dumps(report, indent=2)),
@@ -408,6 +412,7 @@ def main() -> None:
                         help="bf16 autocast (on a CPU without bf16 instructions it is emulated and slow)")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--skip-compiled", action="store_true")
+    parser.add_argument("--impls", default="", help=f"a subset of {','.join(IMPLEMENTATIONS)} (default: all)")
     parser.add_argument("--skip-ops", action="store_true")
     parser.add_argument("--ops-all", action="store_true", help="also profile the compiled ResNet epoch")
     parser.add_argument("--out", default="")

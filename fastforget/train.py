@@ -3,7 +3,9 @@
 Every unlearning method that trains calls `fit` with its own loss and parameter set; nothing else in fastforget
 writes an optimisation loop. The loop keeps the device busy: no host synchronisation per step (the progress bar
 reads device-side counters at its refresh interval only), one fused SGD step for all parameters, and with
-`compile` one compiled model per (architecture, method shape), reused by every later run in the process.
+`compile` the whole forward of a step (the method's loss function: teacher, student, loss and its gradient, which
+the backward then runs compiled) as one compiled graph per (method, shape), reused by every later run in the
+process.
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ class Batch(NamedTuple):
     indices: torch.Tensor
 
 
-LossFn = Callable[[nn.Module, Batch, float], tuple[torch.Tensor, torch.Tensor | None]]
-"""loss_fn(model, batch, progress in [0, 1)) -> (scalar loss, logits for the progress bar's accuracy, or None)."""
+LossFn = Callable[[nn.Module, Batch, float | torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+"""loss_fn(model, batch, progress in [0, 1)) -> (scalar loss, logits for the progress bar's accuracy, or None).
+
+`progress` is a float, or under `compile` a 0-d float32 tensor on the model's device holding the same value
+(compiled, a float would become a constant of the graph: one recompile per step); use it in arithmetic only."""
 
 
 @dataclass(frozen=True)
@@ -107,8 +112,9 @@ def prepare_process() -> None:
 
 
 RECOMPILE_LIMIT = 64
-"""Compiled variants kept per model class: one per method shape (which parameters train, train/eval BatchNorm,
-batch size), so that a whole grid stays compiled (torch's default of 8 would fall back to eager mid-grid)."""
+"""Compiled variants kept per loss function: one per method shape (architecture, which parameters train,
+train/eval BatchNorm, batch size), so that a whole grid stays compiled (torch's default of 8 would fall back to
+eager mid-grid)."""
 
 
 COMPILE_BACKEND = "inductor"
@@ -120,13 +126,15 @@ COMPILE_MODE: str | None = None
 loaders: one batch shape) and the step is launch-bound; bench/gpu/60_loop.py measures it against plain compile."""
 
 
-def compiled(module: nn.Module) -> nn.Module:
-    """`module` under torch.compile, static shapes. Compiled code is cached per class and method shape, not per
-    instance: a fresh copy of the same architecture trained the same way reuses it without compiling again."""
+def compiled(loss_fn: LossFn) -> LossFn:
+    """`loss_fn` under torch.compile, static shapes: the model it calls, the teacher and the loss are traced into
+    one graph (TorchDynamo follows the calls). Compiled code is cached per loss function (its code, not its
+    closure) and shape, not per run: a fresh copy of the same architecture trained the same way reuses it without
+    compiling again."""
     config = torch._dynamo.config
     config.cache_size_limit = max(config.cache_size_limit, RECOMPILE_LIMIT)
     config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 4 * RECOMPILE_LIMIT)
-    return torch.compile(module, dynamic=False, backend=COMPILE_BACKEND, mode=COMPILE_MODE)
+    return torch.compile(loss_fn, dynamic=False, backend=COMPILE_BACKEND, mode=COMPILE_MODE)
 
 
 def _optimizer(params: list[nn.Parameter], sgd: SGDSpec, *, decay_in_optimizer: bool) -> torch.optim.SGD:
@@ -262,7 +270,8 @@ def fit(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     forward = _data_parallel(model) if distributed.active() else model
-    forward = compiled(forward) if execution.compile else forward
+    step_loss = compiled(loss_fn) if execution.compile else loss_fn
+    progress_now = torch.zeros((), device=device) if execution.compile else None
     model.train()
     if freeze_bn:
         _freeze_batchnorm_stats(model)
@@ -275,8 +284,10 @@ def fit(
                 batch = Batch(*raw)
                 for group in optimizer.param_groups:
                     group["lr"] = sgd.lr * multiplier(step)
+                done = step / max(1, total)
                 with autocast(device, execution.amp):
-                    loss, logits = loss_fn(forward, batch, step / max(1, total))
+                    loss, logits = step_loss(forward, batch, done if progress_now is None else
+                                             progress_now.fill_(done))
                 optimizer.zero_grad(set_to_none=True)
                 (scaler.scale(loss) if scaler else loss).backward()
                 if scaler:

@@ -10,7 +10,9 @@ Two forms of the same math, chosen per shape (bench/KERNELS.md measures them sid
 blocks of rows, and the whole batch as one torch.compile'd function (Inductor fuses each row's reductions and
 exponentials into one loop), which is faster at every shape measured but costs seconds of compiling per K and
 dtype, so the dispatch takes it only for large batches (B * K >= COMPILE_MIN_ELEMENTS) and falls back to eager
-where compiling fails. One exponential per element of each input (the two softmaxes). The loss per row is
+where compiling fails. Inside a caller's torch.compile'd region (a training step compiled whole) neither form
+runs: the Function's math is traced into the caller's graph, for Inductor to fuse with the model around it. One
+exponential per element of each input (the two softmaxes). The loss per row is
 sum_y q(y) (max s - s_y) + sum q * log sum exp(s - max s), two non-negative terms, so a well-fitted row loses
 nothing to cancellation (as in the Triton kernel).
 """
@@ -122,20 +124,36 @@ def loss_and_grad(student: torch.Tensor, other: torch.Tensor, mask: torch.Tensor
 
 
 class ClosedFormCrossEntropyFunction(torch.autograd.Function):
-    """CPU forward writes the loss and the scaled gradient; backward is free for grad_output == 1."""
+    """CPU forward writes the loss and the scaled gradient; backward is free for grad_output == 1.
+
+    Inside a torch.compile'd region (the caller's training step traced by TorchDynamo) the same math is traced
+    into the caller's graph instead: the whole batch as one expression, which Inductor fuses with what surrounds
+    it, the gradient kept as a saved tensor and multiplied by grad_output in the traced backward (one fused
+    multiply; TorchDynamo cannot trace the eager form's row blocks, its nested compile or its data-dependent
+    check of grad_output)."""
 
     @staticmethod
     def forward(ctx, student: torch.Tensor, other: torch.Tensor, mask: torch.Tensor | None, reassign: str | None,
                 reduction: str, form: str = "auto") -> torch.Tensor:
         grad_scale = 1.0 / student.shape[0] if reduction == "mean" else 1.0
+        ctx.dtype, ctx.traced = student.dtype, torch.compiler.is_compiling()
         with torch.autocast(student.device.type, enabled=False):  # float32 math also inside an autocast region
-            loss, grad = loss_and_grad(student.detach(), other.detach(), mask, reassign, grad_scale,
-                                       ctx.needs_input_grad[0], form)
-        ctx.grad, ctx.dtype = grad, student.dtype
+            if ctx.traced:
+                columns = ForgetColumns.of(mask) if mask is not None else None
+                loss, grad = block_loss_and_grad(student.detach(), other.detach(), columns, reassign, grad_scale)
+                ctx.save_for_backward(grad)
+            else:
+                loss, grad = loss_and_grad(student.detach(), other.detach(), mask, reassign, grad_scale,
+                                           ctx.needs_input_grad[0], form)
+                ctx.grad = grad
         return reduce_rows(loss, reduction)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if ctx.traced:
+            (grad,) = ctx.saved_tensors
+            scale = grad_output.float()[:, None] if grad_output.dim() else grad_output.float()
+            return (grad * scale).to(ctx.dtype), None, None, None, None, None
         grad = take_gradient(ctx, "closed-form cross-entropy")
         if not bool((grad_output == 1).all()):
             grad.mul_(grad_output.float()[:, None] if grad_output.dim() else grad_output.float())

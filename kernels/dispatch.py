@@ -8,6 +8,9 @@ bench/KERNELS.md) and the reference TV distance. float64 and empty inputs always
 kernels compute in float32). Forcing `triton` on CPU tensors works only under TRITON_INTERPRET=1 (set before
 `import fastforget_kernels`), which is how the tests run the kernels without a GPU. `compiled` is the closed form always
 compiled (cross-entropy) and the reference under torch.compile (TV distance).
+
+Inside a caller's torch.compile'd region (a training step compiled whole) the closed form is traced into the
+caller's graph, and the Triton kernel runs as it is between two graphs (`triton_cross_entropy`).
 """
 
 from __future__ import annotations
@@ -79,6 +82,18 @@ def compiled(fn: Callable) -> Callable:
     return torch.compile(fn)
 
 
+@torch.compiler.disable(reason="the hand-written Triton kernel runs as it is, between the compiled graphs")
+def triton_cross_entropy(student: torch.Tensor, other: torch.Tensor, mask: torch.Tensor | None, mode: object,
+                         reduction: str) -> torch.Tensor:
+    """The Triton kernel's autograd Function. Inside a torch.compile'd region TorchDynamo breaks the graph around
+    it rather than tracing it: the kernel already fuses loss and gradient into one launch, and its gradient buffer
+    handed over through the autograd context is not a form TorchDynamo traces. (The closed form, which the CPU
+    takes, is traced into the caller's graph instead.)"""
+    from .triton_cross_entropy import ReweightedCrossEntropyFunction
+
+    return ReweightedCrossEntropyFunction.apply(student, other, mask, mode, reduction)
+
+
 def reweighted_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, forget: Forget,
                              reassign: str = "proportional", reduction: str = "mean", *,
                              teacher_is_probs: bool | None = None, backend: str | None = None) -> torch.Tensor:
@@ -110,10 +125,9 @@ def reweighted_cross_entropy_with_mask(student_logits: torch.Tensor, teacher_log
     the mask, which spares a host-device sync per step)."""
     path = choose_backend(backend, student_logits, teacher_logits)
     if path == "triton":
-        from .triton_cross_entropy import MODES, ReweightedCrossEntropyFunction
+        from .triton_cross_entropy import MODES
 
-        return ReweightedCrossEntropyFunction.apply(student_logits, teacher_logits.detach(), mask,
-                                                    MODES[reassign], reduction)
+        return triton_cross_entropy(student_logits, teacher_logits.detach(), mask, MODES[reassign], reduction)
     if path in ("closed-form", "compiled"):
         return ClosedFormCrossEntropyFunction.apply(student_logits, teacher_logits, mask, reassign, reduction,
                                                     CLOSED_FORMS[path])
@@ -133,10 +147,9 @@ def soft_target_cross_entropy(student_logits: torch.Tensor, target_probs: torch.
     check_choice("reduction", reduction, REDUCTIONS)
     path = choose_backend(backend, student_logits, target_probs)
     if path == "triton":
-        from .triton_cross_entropy import SOFT_TARGET, ReweightedCrossEntropyFunction
+        from .triton_cross_entropy import SOFT_TARGET
 
-        return ReweightedCrossEntropyFunction.apply(student_logits, target_probs.detach(), None, SOFT_TARGET,
-                                                    reduction)
+        return triton_cross_entropy(student_logits, target_probs.detach(), None, SOFT_TARGET, reduction)
     if path in ("closed-form", "compiled"):
         return ClosedFormCrossEntropyFunction.apply(student_logits, target_probs, None, None, reduction,
                                                     CLOSED_FORMS[path])

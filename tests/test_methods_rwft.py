@@ -218,23 +218,30 @@ def test_rwft_2_o_with_its_shared_prefix_equals_the_plain_loop(digits_original, 
     assert not torch.equal(result.fc.weight, digits_original.model.fc.weight)
 
 
-def test_compile_setting_reaches_the_method_and_keeps_its_result(monkeypatch, digits_original, digits):
-    """train.compile=true compiles the method's student and teacher (TorchDynamo capture with the eager backend:
-    Inductor's code generation would take minutes here) and gives the eager result."""
+@pytest.mark.parametrize("retain_fraction", [0.0, 0.25])
+def test_compile_setting_traces_the_whole_step_and_keeps_its_result(monkeypatch, digits_original, digits,
+                                                                    retain_fraction):
+    """train.compile=true compiles the method's step: the teacher, the student and the loss (the closed form on
+    the CPU) in one graph, no graph break, reused by a second run (TorchDynamo capture with the eager backend:
+    Inductor's code generation would take minutes here); and gives the eager result."""
     import torch._dynamo
 
     monkeypatch.setattr(train_module, "COMPILE_BACKEND", "eager")
     torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
     overrides = ["model.width=16", "train.amp=false", "data.crop_padding=1"]
+    hp = {"epochs": 1, "retain_fraction": retain_fraction}
     results = {}
-    for flag in ("false", "true"):
+    for run, flag, new_graphs in (("eager", "false", {0}), ("compiled", "true", {1, 2}), ("again", "true", {0})):
         cfg = load_config("digits", [*overrides, f"train.compile={flag}"])
-        before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-        results[flag] = run_method("rwft-2-o", context(digits_original, digits, cfg), {"epochs": 1}).model
-        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"] - before
-        assert (graphs >= 2) if flag == "true" else graphs == 0, (flag, graphs)  # student and teacher
-    for a, b in zip(results["true"].state_dict().values(), results["false"].state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        graphs, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
+        results[run] = run_method("rwft-2-o", context(digits_original, digits, cfg), hp).model
+        graphs, breaks = counters["stats"]["unique_graphs"] - graphs, sum(counters["graph_break"].values()) - breaks
+        # one graph per batch shape (static shapes: the full batch, and a ragged last one where there is one)
+        assert graphs in new_graphs and breaks == 0, (run, graphs, dict(counters["graph_break"]))
+    for run in ("compiled", "again"):
+        for a, b in zip(results[run].state_dict().values(), results["eager"].state_dict().values(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_rwft_takes_a_schedule(digits_original, digits_cfg, digits):

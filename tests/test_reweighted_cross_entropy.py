@@ -254,6 +254,42 @@ def test_compiled_closed_form_matches_float64_oracle(gen):
     assert not cpu_cross_entropy.COMPILE_FAILED
 
 
+@pytest.mark.parametrize("backend", ["closed-form", "triton"])
+def test_inside_a_compiled_training_step(gen, backend):
+    """A training step compiled whole (`fit` under train.compile): the closed form is traced into the step's graph,
+    no graph break, its backward traced by AOTAutograd (also for grad_output != 1, per row); the Triton kernel
+    runs between graphs instead (a break around it). Both still match the float64 oracle. Backend aot_eager: the
+    same capture as Inductor's, without its code generation (a minute per graph here)."""
+    import torch._dynamo
+
+    if backend == "triton" and not (DEVICE.type == "cuda" or INTERPRETED):
+        pytest.skip("the Triton kernel needs CUDA or TRITON_INTERPRET=1")
+    counters = torch._dynamo.utils.counters
+    student, teacher = random_logits(gen, 9, 10, torch.bfloat16), random_logits(gen, 9, 10, torch.float32)
+    forget = random_forget(gen, 10, 2)
+    mask = kernels.forget_mask(forget, 10, DEVICE)
+    target = torch.rand(9, 10, generator=gen, dtype=torch.float64).to(DEVICE)
+    cases = [("proportional", reduction, grad_output) for reduction, grad_output in grad_outputs(gen, 9)]
+    cases += [("max-class", "mean", None), ("soft target", "sum", one_grad_output(gen, 9))]
+    for reassign, reduction, grad_output in cases:
+        torch._dynamo.reset()
+        if reassign == "soft target":
+            def step(s, other, reduction=reduction):
+                return kernels.soft_target_cross_entropy(2 * s - s, other, reduction, backend=backend)
+            other, expected_target = target.float(), target
+        else:
+            def step(s, other, reassign=reassign, reduction=reduction):
+                return reweighted_cross_entropy_with_mask(2 * s - s, other, mask, reassign, reduction, backend=backend)
+            other, expected_target = teacher, oracle_target(teacher, forget, reassign)
+        breaks = sum(counters["graph_break"].values())
+        actual = run(torch.compile(step, backend="aot_eager", dynamic=False), student, other,
+                     grad_output=grad_output)
+        breaks = sum(counters["graph_break"].values()) - breaks
+        assert (breaks == 0) if backend == "closed-form" else (breaks >= 1), (reassign, reduction, breaks)
+        expected = oracle_loss_and_grad(student, expected_target, reduction, grad_output)
+        assert_matches(actual, expected, torch.bfloat16, backend)
+
+
 def test_closed_form_walks_row_blocks(gen, monkeypatch):
     """Rows are processed in cache-sized blocks: with blocks of 3 rows, 10 rows take four blocks."""
     from fastforget_kernels import cpu_cross_entropy

@@ -1,5 +1,7 @@
 """The shared training loop and the recipe: accuracy, exclusion, repeatability, clear failures."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -183,3 +185,31 @@ def test_the_loop_reads_the_device_only_at_the_progress_interval(monkeypatch):
         monkeypatch.setattr(train_module, "PROGRESS_INTERVAL_S", interval)
         fit(model, _tiny_loader(), ce, epochs=2, sgd=SGDSpec(lr=0.01), execution=FP32)
         assert len(reads) == expected, reads
+
+
+def test_compiled_fit_traces_the_loss_once_and_passes_progress_as_a_tensor(monkeypatch):
+    """Under compile the loss function (model and loss) is one graph for the whole run: `progress` arrives as a 0-d
+    tensor, not as a float that would become a constant of the graph and recompile every step; the run gives the
+    eager result, the progress-weighted term included (TorchDynamo capture, eager backend: no code generation)."""
+    import torch._dynamo
+
+    monkeypatch.setattr(train_module, "COMPILE_BACKEND", "eager")
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    torch.manual_seed(3)
+    start = torch.nn.Linear(6, 3)
+    loader = [(torch.randn(5, 6), torch.randint(0, 3, (5,)), torch.arange(5)) for _ in range(4)]
+
+    def decaying_penalty(net, batch, progress):
+        logits = net(batch.images)
+        return F.cross_entropy(logits, batch.labels) + (1.0 - progress) * net.weight.square().sum(), logits
+
+    models = {}
+    for compile in (False, True):
+        models[compile] = copy.deepcopy(start)
+        graphs = counters["stats"]["unique_graphs"]
+        fit(models[compile], loader, decaying_penalty, epochs=2, sgd=SGDSpec(lr=0.1, schedule="linear"),
+            execution=ExecSpec(amp=False, compile=compile))
+        assert counters["stats"]["unique_graphs"] - graphs == compile  # one graph for all 8 steps, not 8
+    for a, b in zip(models[True].parameters(), models[False].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -10,7 +10,9 @@ Per step the teacher costs as little as it can:
   BatchNorm statistics stay fixed, those stages compute exactly what the teacher's do: they run once per batch
   and teacher and student both continue from their output;
 - without augmentation (`augment=false`, or a config that augments nothing) every step would see the same
-  images again, so the teacher's logits (in fp32) and the frozen stages' output are computed once per sample.
+  images again, so the teacher's logits (in fp32) and the frozen stages' output are computed once per sample;
+- under `train.compile` the whole `loss_fn` (teacher, student, q* and the loss) is one compiled graph (`fit`
+  compiles it), the forget mask built beforehand so that nothing in it breaks the graph.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from fastforget.data import Augment, config_augment
 from fastforget.errors import ModelContractError
 from fastforget.inference import predict_logits
 from fastforget.models.contract import children_listing
-from fastforget.train import Batch, compiled
+from fastforget.train import Batch
 from fastforget.unlearn.common import finetune
 from fastforget.unlearn.registry import UnlearnContext
 
@@ -166,16 +168,15 @@ def reweight_finetune(ctx: UnlearnContext, model: nn.Module, hp: dict, *,
                       params: Sequence[nn.Parameter], desc: str) -> nn.Module:
     """Fine-tune `params` of `model` towards the original's reweighted prediction on forget samples."""
     warn_if_label_smoothing(ctx.meta)
-    execution = ctx.execution
     mixing = hp["retain_fraction"] > 0
     data = MixedLoader(ctx, hp["batch_size"], hp["retain_fraction"], hp["augment"]) if mixing \
         else ctx.loader(ctx.splits.train_f, hp["batch_size"], augment=hp["augment"])
-    # built once (forget mask cached, no per-step sync); it also rejects an unknown `reassign`
-    if mixing:
-        objective = _mixed_loss(kernels.ReweightedCrossEntropyLoss(ctx.forget, hp["reassign"], reduction="sum",
-                                                                   teacher_is_probs=False), data.retain_size)
-    else:
-        objective = kernels.ReweightedCrossEntropyLoss(ctx.forget, hp["reassign"], teacher_is_probs=False)
+    # built once, its forget mask too (no per-step sync, nothing for torch.compile to break its graph on); it
+    # also rejects an unknown `reassign`
+    criterion = kernels.ReweightedCrossEntropyLoss(ctx.forget, hp["reassign"], reduction="sum" if mixing else "mean",
+                                                   teacher_is_probs=False)
+    criterion.forget_mask(ctx.dataset.num_classes, ctx.device)
+    objective = _mixed_loss(criterion, data.retain_size) if mixing else criterion
     shared = frozen_stages(model, params) if hp["freeze_bn"] else 0
     teacher = Teacher(ctx.original, device=ctx.device, shared=shared)
     shared = teacher.shared
@@ -188,12 +189,11 @@ def reweight_finetune(ctx: UnlearnContext, model: nn.Module, hp: dict, *,
         logit_table = PerSample(used, exact.to(ctx.device), len(ctx.dataset.train_labels))
         if shared:
             prefix_table = _prefix_outputs(ctx, teacher, used, hp["batch_size"])
-    run_teacher = compiled(teacher) if execution.compile and logit_table is None else teacher
 
     def loss_fn(net: nn.Module, batch: Batch, _progress: float) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             if logit_table is None:
-                features, teacher_logits = run_teacher(batch.images)
+                features, teacher_logits = teacher(batch.images)
             else:
                 teacher_logits = logit_table[batch.indices]
                 features = prefix_table[batch.indices] if prefix_table is not None else teacher.prefix(batch.images)
