@@ -17,7 +17,7 @@ from test_cli import fastforget  # the CLI in this process, output captured
 
 from fastforget import api
 from fastforget.data import Augment, InMemoryLoader, StreamedImages, StreamLoader, load_dataset
-from fastforget.data.stream import FolderReader
+from fastforget.data.sources import FolderReader
 from fastforget.data.user import as_image_dataset
 from fastforget.distributed import Shard
 from fastforget.errors import CorruptDataError, DataError, DataNotFoundError

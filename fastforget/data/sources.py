@@ -19,16 +19,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from fastforget.data.stream import StreamedImages, streamed
 from fastforget.errors import CorruptDataError, DataNotFoundError
 from fastforget.io import atomic_path
-
-if TYPE_CHECKING:
-    from fastforget.data.stream import StreamedImages
 
 DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet", "imagefolder")
 
@@ -37,6 +35,8 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".t
 # Decoding JPEG/PNG folders is the one slow read (Tiny-ImageNet: ~110k files, tens of seconds); below this many
 # files decoding takes well under a second and a cache file would only clutter the cache folder.
 DECODE_CACHE_MIN_FILES = 2000
+
+STATS_SAMPLE = 1000  # images read (evenly spaced) for a streamed training split's normalisation statistics
 
 DIGITS_TEST_FRACTION = 0.3
 DIGITS_SPLIT_SEED = 0
@@ -103,8 +103,6 @@ class ImageDataset:
 
 
 def _streamed(images: object) -> bool:
-    from fastforget.data.stream import StreamedImages
-
     return isinstance(images, StreamedImages)
 
 
@@ -203,6 +201,12 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
         means.append(round(mean.item(), 4))
         stds.append(round(var.sqrt().item(), 4))
     return tuple(means), tuple(stds)
+
+
+def sample_stats(images: StreamedImages) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (in [0, 1] units) of streamed images, from up to STATS_SAMPLE evenly spaced ones."""
+    positions = np.linspace(0, len(images) - 1, min(len(images), STATS_SAMPLE)).round().astype(np.int64)
+    return channel_stats(images.decode(np.unique(positions)))
 
 
 def _dataset(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
@@ -489,8 +493,6 @@ def _streamed_folder(splits: list[tuple[list[Path], list[int]]], classes: list[s
     """An image folder left on disk: RGB if any of a sample of file headers is colour (the rest converted)."""
     from PIL import Image
 
-    from fastforget.data.stream import FolderReader, sample_stats, streamed
-
     files = splits[0][0] + splits[1][0]
     sample = [files[i] for i in np.linspace(0, len(files) - 1, min(len(files), 100)).round().astype(int)]
     rgb = False
@@ -504,6 +506,21 @@ def _streamed_folder(splits: list[tuple[list[Path], list[int]]], classes: list[s
     mean, std = sample_stats(train)
     return ImageDataset(name="imagefolder", train_images=train, train_labels=torch.tensor(splits[0][1]),
                         test_images=test, test_labels=torch.tensor(splits[1][1]), classes=classes, mean=mean, std=std)
+
+
+class FolderReader:
+    """Reads image files the way the in-memory image-folder reader does (gray kept gray unless `rgb`), optionally
+    resized to `size` x `size` (shorter side to `size`, then the centre crop). Picklable, for loader workers."""
+
+    def __init__(self, paths: Sequence[Path], rgb: bool, size: int = 0) -> None:
+        self.paths, self.rgb, self.size = list(paths), rgb, size
+
+    def __call__(self, i: int) -> torch.Tensor:
+        pixels = _decode_one(self.paths[i], str(self.paths[i]), force_rgb=self.rgb, size=self.size)
+        return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
+
+    def describe(self, i: int) -> str:
+        return str(self.paths[i])
 
 
 _GRAY_MODES = frozenset({"1", "L", "I", "I;16", "F"})

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,8 +25,6 @@ from fastforget.errors import CorruptDataError
 
 Reader = Callable[[int], torch.Tensor]
 """Image i of a source as a uint8 [C, H, W] tensor (a reader may name image i by a `describe(i)` method)."""
-
-STATS_SAMPLE = 1000  # images read (evenly spaced) for a streamed training split's normalisation statistics
 
 
 class StreamedImages:
@@ -73,14 +70,6 @@ def streamed(read: Reader, count: int) -> StreamedImages:
     if count == 0:
         raise ValueError("an image source needs at least one image")
     return StreamedImages(read, count, read(0).shape)
-
-
-def sample_stats(images: StreamedImages) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std (in [0, 1] units) from up to STATS_SAMPLE evenly spaced images."""
-    from fastforget.data.sources import channel_stats
-
-    positions = np.linspace(0, len(images) - 1, min(len(images), STATS_SAMPLE)).round().astype(np.int64)
-    return channel_stats(images.decode(np.unique(positions)))
 
 
 class _Batches(Dataset):
@@ -133,47 +122,4 @@ class StreamLoader(EpochLoader):
             yield transform(pixels, self.shard, len(global_batch)), self.labels[positions], positions
 
 
-class FolderReader:
-    """Reads image files the way the in-memory image-folder reader does (gray kept gray unless `rgb`), optionally
-    resized to `size` x `size` (shorter side to `size`, then the centre crop). Picklable, for loader workers."""
-
-    def __init__(self, paths: Sequence[Path], rgb: bool, size: int = 0) -> None:
-        self.paths, self.rgb, self.size = list(paths), rgb, size
-
-    def __call__(self, i: int) -> torch.Tensor:
-        from fastforget.data.sources import _decode_one
-
-        pixels = _decode_one(self.paths[i], str(self.paths[i]), force_rgb=self.rgb, size=self.size)
-        return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
-
-    def describe(self, i: int) -> str:
-        return str(self.paths[i])
-
-
-class DatasetReader:
-    """Reads sample i of a user's torch `Dataset` (image, label), through `transform` if given, as uint8 CHW."""
-
-    def __init__(self, dataset: Dataset, transform: Callable[[Any], Any] | None, what: str) -> None:
-        self.dataset, self.transform, self.what = dataset, transform, what
-
-    def __call__(self, i: int) -> torch.Tensor:
-        from fastforget.data.user import _image, _uint8
-
-        image = self.dataset[i][0]
-        image = _image(self.transform(image) if self.transform else image, self.what)
-        return _uint8((image if image.dim() == 3 else image.unsqueeze(0)).unsqueeze(0), self.what)[0]
-
-    def describe(self, i: int) -> str:
-        return f"{self.what}[{i}]"
-
-
-def dataset_labels(dataset: Dataset) -> torch.Tensor:
-    """A Dataset's labels without decoding its images where it lists them (`targets`, as torchvision's do)."""
-    targets = getattr(dataset, "targets", None)
-    if targets is not None and len(targets) == len(dataset):
-        return torch.as_tensor(np.asarray(targets), dtype=torch.int64)
-    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.int64)
-
-
-__all__ = ["DatasetReader", "FolderReader", "StreamLoader", "StreamedImages", "dataset_labels", "default_workers",
-           "sample_stats", "streamed"]
+__all__ = ["StreamLoader", "StreamedImages", "default_workers", "streamed"]

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fastforget.data.sources import ImageDataset, channel_stats, load_dataset
-from fastforget.data.stream import DatasetReader, StreamedImages, dataset_labels, sample_stats, streamed
+from fastforget.data.sources import ImageDataset, channel_stats, load_dataset, sample_stats
+from fastforget.data.stream import StreamedImages, streamed
 from fastforget.errors import DataError
 
 DataLike = ImageDataset | str | Dataset | tuple[torch.Tensor, torch.Tensor]
@@ -90,6 +90,29 @@ def _streamed_split(data: Any, what: str, transform: Callable[[Any], Any] | None
         raise DataError(f"{what} is an empty Dataset")
     images = streamed(DatasetReader(data, transform, what), len(data))
     return images, _labels(dataset_labels(data), len(images), what)
+
+
+class DatasetReader:
+    """Reads sample i of a user's torch `Dataset` (image, label), through `transform` if given, as uint8 CHW."""
+
+    def __init__(self, dataset: Dataset, transform: Callable[[Any], Any] | None, what: str) -> None:
+        self.dataset, self.transform, self.what = dataset, transform, what
+
+    def __call__(self, i: int) -> torch.Tensor:
+        image = self.dataset[i][0]
+        image = _image(self.transform(image) if self.transform else image, self.what)
+        return _uint8((image if image.dim() == 3 else image.unsqueeze(0)).unsqueeze(0), self.what)[0]
+
+    def describe(self, i: int) -> str:
+        return f"{self.what}[{i}]"
+
+
+def dataset_labels(dataset: Dataset) -> torch.Tensor:
+    """A Dataset's labels without decoding its images where it lists them (`targets`, as torchvision's do)."""
+    targets = getattr(dataset, "targets", None)
+    if targets is not None and len(targets) == len(dataset):
+        return torch.as_tensor(np.asarray(targets), dtype=torch.int64)
+    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.int64)
 
 
 def _labels(labels: torch.Tensor, count: int, what: str) -> torch.Tensor:
