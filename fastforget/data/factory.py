@@ -37,12 +37,11 @@ def dataset_options(cfg: Config) -> dict:
     return {"stream": cfg.data.get("loader") == "stream", "image_size": cfg.data.get("image_size", 0)}
 
 
-def ordered_loader(images: torch.Tensor | StreamedImages, labels: torch.Tensor, *, workers: int = -1,
-                   **options) -> Iterable:
-    """The loader for `images`: in memory for tensors, streamed (`workers` decoding processes, -1: the default)
-    for `StreamedImages`; `options` are the loaders' common keywords."""
+def ordered_loader(images: torch.Tensor | StreamedImages, labels: torch.Tensor, **options) -> Iterable:
+    """The loader for `images`: in memory for tensors, streamed (the default number of decoding processes) for
+    `StreamedImages`; `options` are the loaders' common keywords."""
     if isinstance(images, StreamedImages):
-        return StreamLoader(images, labels, workers=None if workers < 0 else workers, **options)
+        return StreamLoader(images, labels, **options)
     return InMemoryLoader(images, labels, **options)
 
 
@@ -89,8 +88,8 @@ def make_train_loader(dataset: ImageDataset, cfg: Config, *, indices: torch.Tens
         raise ConfigError(f"data.loader must be 'memory', 'ffcv' or 'stream', not {kind!r}")
     images = dataset.train_images if images is None else images
     if isinstance(images, StreamedImages):  # left on disk (data.loader = "stream", or a streamed Dataset)
-        return ordered_loader(images, dataset.train_labels if labels is None else labels, shard=shard,
-                              workers=cfg.data.get("workers", -1), **options)
+        return StreamLoader(images, dataset.train_labels if labels is None else labels, shard=shard,
+                            workers=cfg.data.get("workers", -1), **options)
     if kind == "ffcv":
         if ffcv_available():
             # FFCV shards by itself: each rank loads its part of the global batch

@@ -59,7 +59,7 @@ class ImageDataset:
     def __post_init__(self) -> None:
         for split in ("train", "test"):
             images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
-            if not _streamed(images) and (images.dtype != torch.uint8 or images.dim() != 4):
+            if not isinstance(images, StreamedImages) and (images.dtype != torch.uint8 or images.dim() != 4):
                 raise ValueError(f"{split}_images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
             if labels.dtype != torch.int64 or labels.shape != (len(images),):
                 raise ValueError(f"{split}_labels must be int64 [{len(images)}], got {labels.dtype} "
@@ -73,7 +73,7 @@ class ImageDataset:
     @property
     def streamed(self) -> bool:
         """Whether the images stay on disk, decoded per batch (`data.loader = "stream"`)."""
-        return _streamed(self.train_images)
+        return isinstance(self.train_images, StreamedImages)
 
     @property
     def num_classes(self) -> int:
@@ -100,10 +100,6 @@ class ImageDataset:
         channels, height, width = self.train_images.shape[1:]
         return (f"ImageDataset(name={self.name!r}, train={len(self.train_images)}, test={len(self.test_images)}, "
                 f"image={channels}x{height}x{width}, classes={self.num_classes})")
-
-
-def _streamed(images: object) -> bool:
-    return isinstance(images, StreamedImages)
 
 
 def cache_dir() -> Path:

@@ -56,11 +56,6 @@ class StreamedImages:
                                        "(data.image_size = N resizes them on reading)")
         return torch.stack(images) if images else torch.empty(0, *self.shape[1:], dtype=torch.uint8)
 
-    @property
-    def nbytes(self) -> int:
-        """What the decoded images would take in memory."""
-        return int(np.prod(self.shape))
-
     def __repr__(self) -> str:
         return f"StreamedImages({len(self)} of {self.count}, image={'x'.join(map(str, self.shape[1:]))})"
 
@@ -95,19 +90,19 @@ class StreamLoader(EpochLoader):
 
     Each epoch draws the order and augments on `device` exactly as the in-memory loader does (`EpochLoader`), so
     the two give identical batches for the same seed; `workers` processes decode the next batches meanwhile
-    (0: decode in this process). Under torchrun each rank decodes only its rows.
+    (0: decode in this process; -1: `default_workers()`). Under torchrun each rank decodes only its rows.
     """
 
     def __init__(self, images: StreamedImages, labels: torch.Tensor, *, batch_size: int, shuffle: bool = True,
                  augment: Augment = Augment(), mean: Sequence[float], std: Sequence[float],
                  device: str | torch.device = "cpu", drop_last: bool = False, seed: int = 0,
                  indices: torch.Tensor | Sequence[int] | None = None, dtype: torch.dtype = torch.float32,
-                 shard: Shard = Shard(), workers: int | None = None) -> None:
+                 shard: Shard = Shard(), workers: int = -1) -> None:
         super().__init__(len(images), labels, images.shape[1], batch_size=batch_size, shuffle=shuffle,
                          augment=augment, mean=mean, std=std, device=device, drop_last=drop_last, seed=seed,
                          indices=indices, dtype=dtype, shard=shard)
         self.images = images
-        self.workers = default_workers() if workers is None else workers
+        self.workers = default_workers() if workers < 0 else workers
 
     def __iter__(self) -> Iterator[Batch]:
         order, transform, starts = self.next_epoch()
